@@ -1,0 +1,75 @@
+# halo build, test and demo entry points. See README.md.
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.Version=$(VERSION)
+# Every plugins/<name> directory holding Go code is a plugin binary.
+PLUGINS  := $(sort $(patsubst plugins/%/,%,$(dir $(wildcard plugins/*/*.go))))
+SEEDS    ?= 20000
+
+.PHONY: all build halo plugins test test-unit test-sdk test-integration lint proto proto-check demo bench sim soak clean
+
+all: build
+
+build: halo plugins
+
+halo:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/halo ./cmd/halo
+
+plugins:
+	@mkdir -p $(BIN)/plugins
+	@for p in $(PLUGINS); do \
+		echo "go build plugins/$$p"; \
+		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
+	done
+
+# test runs every test: unit, transcripts, the simulator's default seeds, the
+# SDK module, the generated-code check, and (as root) the integration tests.
+test: build lint proto-check test-unit test-sdk test-integration
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+test-sdk:
+	cd sdk && $(GO) test -count=1 ./...
+
+# Integration tests need root (namespaces, FUSE, nftables); they skip loudly
+# otherwise, and CI runs as root.
+test-integration:
+	@if [ -d test ] && ls test/*_test.go >/dev/null 2>&1; then \
+		HALO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m ./test/... ; \
+	fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
+
+proto:
+	./sdk/scripts/genproto.sh
+
+# proto-check regenerates the protobuf code and fails if the committed copy
+# is stale.
+proto-check:
+	@if [ -x sdk/scripts/genproto.sh ]; then \
+		./sdk/scripts/genproto.sh && git diff --exit-code -- sdk/proto || \
+		{ echo "generated protobuf code is stale: run make proto and commit"; exit 1; }; \
+	fi
+
+# sim replays one simulator seed: make sim SEED=1234
+sim:
+	$(GO) test -count=1 -v ./core/sim -args -seed=$(SEED)
+
+# soak runs many more simulator seeds: make soak SEEDS=100000
+soak:
+	$(GO) test -count=1 ./core/sim -args -seeds=$(SEEDS)
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/run.sh
+
+clean:
+	rm -rf $(BIN)
