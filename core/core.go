@@ -366,3 +366,81 @@ func (l *LoopCounter) Count() int { return len(l.times) }
 
 // Reset clears the counter (admin commands do this).
 func (l *LoopCounter) Reset() { l.times = l.times[:0] }
+
+// ---- Farm vocabulary (core/farm) ----
+
+// NumBuckets is the number of load-balancing buckets of a farm module: new
+// flows are spread by a hash of the client address over this many buckets,
+// each served by one node.
+const NumBuckets = 256
+
+// BucketTable maps each bucket to the node serving it ("" = nobody).
+type BucketTable [NumBuckets]string
+
+// MemberUp reports that a farm member joined this node's membership view
+// (memberlist NotifyJoin), with what it announces about itself. A member
+// that owns the VIP also announces the bucket table it installed, so that
+// every node shares the owner's table and a new owner moves only what it
+// must.
+type MemberUp struct {
+	At        time.Time
+	Node      string
+	State     State
+	Readiness Readiness
+	Power     int
+	Owner     bool         // the member holds the VIP and the balancing rules
+	Buckets   *BucketTable // the owner's installed table; nil when not Owner
+}
+
+// MemberUpdate reports a change in what a known member announces
+// (memberlist NotifyUpdate). Same fields as MemberUp.
+type MemberUpdate struct {
+	At        time.Time
+	Node      string
+	State     State
+	Readiness Readiness
+	Power     int
+	Owner     bool
+	Buckets   *BucketTable
+}
+
+// MemberDown reports that a member left this node's view: dead, partitioned
+// away or left (memberlist NotifyLeave).
+type MemberDown struct {
+	At   time.Time
+	Node string
+}
+
+func (MemberUp) isEvent()     {}
+func (MemberUpdate) isEvent() {}
+func (MemberDown) isEvent()   {}
+
+// SetBalancing asks the VIP owner to install (or replace) its load-balancing
+// rules: bucket -> serving node. Only the owner receives it.
+type SetBalancing struct {
+	Owner   string
+	Buckets BucketTable
+}
+
+// ClearBalancing asks a node that no longer owns the VIP to remove its
+// load-balancing rules.
+type ClearBalancing struct{}
+
+// Persist asks the caller to store the machine's persistent state durably
+// before it executes the actions that follow. Data is the machine's own
+// type (for example farm.Persistent); the caller encodes it and gives it
+// back to the machine's constructor after a restart.
+type Persist struct{ Data any }
+
+func (SetBalancing) isAction()   {}
+func (ClearBalancing) isAction() {}
+func (Persist) isAction()        {}
+
+// Times returns a copy of the actions recorded in the current window, so
+// that a machine can persist them: an agent restart must not reset
+// max_loop.
+func (l *LoopCounter) Times() []time.Time { return append([]time.Time(nil), l.times...) }
+
+// Restore replaces the recorded actions by times (from Times, after a
+// restart).
+func (l *LoopCounter) Restore(times []time.Time) { l.times = append(l.times[:0], times...) }
