@@ -444,3 +444,16 @@ func (l *LoopCounter) Times() []time.Time { return append([]time.Time(nil), l.ti
 // Restore replaces the recorded actions by times (from Times, after a
 // restart).
 func (l *LoopCounter) Restore(times []time.Time) { l.times = append(l.times[:0], times...) }
+
+// ---- Extension points (core/mirror) ----
+
+// EventMarker is embedded by events defined in other core packages
+// (core/mirror) so that they satisfy Event; isEvent stays unexported so that
+// an arbitrary type cannot be passed to Step by mistake.
+type EventMarker struct{}
+
+// ActionMarker is embedded by actions defined in other core packages.
+type ActionMarker struct{}
+
+func (EventMarker) isEvent()   {}
+func (ActionMarker) isAction() {}
