@@ -268,9 +268,9 @@ func (m *Machine) checkerAction(c *checker) {
 	count := fmt.Sprintf("(%d/%d in %s)", m.loop.Count(), m.cfg.MaxLoop, m.cfg.LoopInterval)
 	switch c.spec.Action {
 	case core.ActRestart:
-		m.restartOp("restart", what+": restarting "+count)
+		m.restartOp("restart", what, " "+count)
 	case core.ActStopStart, core.ActSwap:
-		m.stopStartOp("stopstart", what+": stopping and starting again "+count)
+		m.stopStartOp("stopstart", what, " "+count)
 	case core.ActStop:
 		m.p.Started = false
 		m.stopOp(core.Stop, "stop", false, what+": stopping "+count, what+": stopped")
@@ -368,29 +368,30 @@ func (m *Machine) stopOp(to core.State, action string, force bool, cause, doneCa
 
 // restartOp stops and starts the application while staying UP: the node
 // keeps its membership role (and the VIP if it owns it); only its buckets
-// move to the other nodes while it is not Ready.
-func (m *Machine) restartOp(action, cause string) {
+// move to the other nodes while it is not Ready. why says what asked for it,
+// count is the max_loop count for checker actions.
+func (m *Machine) restartOp(action, why, count string) {
 	m.run(&operation{
 		steps: []step{
 			{script: ScriptStop, from: core.Up, to: core.Up, action: action,
-				enter: &stateChange{core.Up, core.Transient, cause}},
+				enter: &stateChange{core.Up, core.Transient, why + ": restarting" + count}},
 			{script: ScriptStart, from: core.Up, to: core.Up, action: action},
 		},
-		done: stateChange{core.Up, core.Ready, "running: restarted (" + cause + ")"},
+		done: stateChange{core.Up, core.Ready, "running: restarted (" + why + ")"},
 	}, false)
 }
 
 // stopStartOp goes through STOP: the node leaves the serving set, so its
 // VIP (if it owns it) moves to another node, then starts again.
-func (m *Machine) stopStartOp(action, cause string) {
+func (m *Machine) stopStartOp(action, why, count string) {
 	m.run(&operation{
 		steps: []step{
 			{script: ScriptStop, from: core.Up, to: core.Stop, action: action,
-				enter: &stateChange{core.Stop, core.Transient, cause}},
+				enter: &stateChange{core.Stop, core.Transient, why + ": stopping, then starting again" + count}},
 			{script: ScriptStart, from: core.Stop, to: core.Up, action: action,
-				enter: &stateChange{core.Up, core.Transient, action + ": starting again (" + cause + ")"}},
+				enter: &stateChange{core.Up, core.Transient, why + ": starting again"}},
 		},
-		done: stateChange{core.Up, core.Ready, "running: started again (" + cause + ")"},
+		done: stateChange{core.Up, core.Ready, "running: started again (" + why + ")"},
 	}, false)
 }
 
@@ -417,26 +418,26 @@ func (m *Machine) onScriptDone(ev core.ScriptDone) {
 	}
 	st := m.op.steps[m.op.i]
 	failed := ev.Outcome != core.ScriptOK
-	detail := ev.Outcome.String()
+	// "stop_both timed out", "start_both failed: exit status 3"
+	what := st.script + " " + verb(ev.Outcome)
 	if ev.Message != "" {
-		detail += ": " + ev.Message
+		what += ": " + ev.Message
 	}
 	switch {
 	case failed && st.script == ScriptStop && !m.op.forced:
-		m.log("warn", fmt.Sprintf("%s %s (%s): running it again with force", st.script, verb(ev.Outcome), detail))
+		m.log("warn", what+"; running it again with force")
 		m.runStep(true)
 		return
 	case failed && st.script == ScriptStop:
 		// Nothing more the machine can do: carry on, and say that the
 		// application may still hold its resources.
-		m.log("error", fmt.Sprintf("%s with force %s (%s): the application may still be running", st.script, verb(ev.Outcome), detail))
+		m.log("error", "forced "+what+"; the application may still be running")
 	case failed && st.script == ScriptStart:
-		m.log("error", fmt.Sprintf("%s %s (%s)", st.script, verb(ev.Outcome), detail))
+		m.log("error", what)
 		m.p.Started = false
 		m.op = nil
-		m.stopOp(core.Stop, "stop", false,
-			fmt.Sprintf("%s %s (%s): stopping", st.script, verb(ev.Outcome), detail),
-			fmt.Sprintf("%s %s (%s): stopped; fix the application and start the module", st.script, verb(ev.Outcome), detail))
+		m.stopOp(core.Stop, "stop", false, what+"; stopping",
+			what+"; stopped: fix the application, then start the module")
 		return
 	}
 	if m.op.i+1 < len(m.op.steps) {
@@ -473,10 +474,10 @@ func (m *Machine) onCommand(cmd core.Command) {
 	admin := "admin " + cmd.Kind.String() + origin
 	switch cmd.Kind {
 	case core.CmdSwap, core.CmdPrim, core.CmdSecond, core.CmdPrimForce:
-		m.refuse(cmd, cmd.Kind.String()+" applies to mirror modules: a farm has no primary, every UP node serves")
+		m.refuse(cmd, cmd.Kind.String()+" applies to mirror modules: "+m.kind()+" has no primary and no secondary")
 		return
 	case core.CmdFailoverOn, core.CmdFailoverOff:
-		m.refuse(cmd, "failover on|off applies to mirror modules: a farm fails over by moving buckets and the VIP to the UP nodes")
+		m.refuse(cmd, "failover on|off applies to mirror modules: "+m.kind()+" has no standby to fail over to")
 		return
 	case core.CmdCheckerOn, core.CmdCheckerOff, core.CmdErrdOn, core.CmdErrdOff:
 		m.onSwitch(cmd, admin)
@@ -519,9 +520,9 @@ func (m *Machine) onCommand(cmd core.Command) {
 			return
 		}
 		if cmd.Kind == core.CmdRestart {
-			m.restartOp("restart", admin+": restarting")
+			m.restartOp("restart", admin, "")
 		} else {
-			m.stopStartOp("stopstart", admin+": stopping and starting again")
+			m.stopStartOp("stopstart", admin, "")
 		}
 	default:
 		m.refuse(cmd, "unknown command "+cmd.Kind.String())
@@ -542,18 +543,21 @@ func (m *Machine) queue(cmd core.Command) {
 		m.log("info", fmt.Sprintf("start: already starting (%s running)", running))
 		return
 	}
-	switch cmd.Kind {
-	case core.CmdStop, core.CmdForceStop:
-		m.p.Started = false
-	case core.CmdStart:
-		m.p.Started = true
-	}
+	// Started changes when the command runs, not now: a queued stop that a
+	// later command replaces must not leave the module marked stopped.
 	if m.pending != nil {
 		m.log("info", fmt.Sprintf("%s replaces the queued %s", cmd.Kind, m.pending.Kind))
 	}
 	c := cmd
 	m.pending = &c
 	m.log("info", fmt.Sprintf("%s queued until %s finishes", cmd.Kind, running))
+}
+
+func (m *Machine) kind() string {
+	if m.cfg.Light {
+		return "a light module"
+	}
+	return "a farm (every UP node serves; the VIP and buckets move by themselves)"
 }
 
 func (m *Machine) refuse(cmd core.Command, reason string) {

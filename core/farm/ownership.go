@@ -119,10 +119,13 @@ func (m *Machine) reconcileOwnership() {
 		m.holdsVIP = false
 		m.emit(core.UnsetVIP{})
 		m.emit(core.ClearBalancing{})
-		if owner == "" {
-			m.log("info", fmt.Sprintf("released the VIP: this node is %s %s and no other node can take it", m.state, m.ready))
-		} else {
-			m.log("info", fmt.Sprintf("released the VIP: %s owns it (%s)", owner, why))
+		switch {
+		case m.state != core.Up && owner == "":
+			m.log("info", fmt.Sprintf("released the VIP: this node is %s; no other node is UP Ready to take it", m.state))
+		case m.state != core.Up:
+			m.log("info", fmt.Sprintf("released the VIP: this node is %s; %s takes over (%s)", m.state, owner, why))
+		default:
+			m.log("info", fmt.Sprintf("released the VIP: %s holds it too and keeps it (%s)", owner, why))
 		}
 	}
 	if m.holdsVIP {
