@@ -19,6 +19,7 @@ import (
 var (
 	builtinCheckers = []string{"errd", "tcp", "ping", "custom", "splitbrain", "intf", "ip", "module"}
 	builtinApps     = []string{"script"}
+	builtinVIPs     = []string{"vip"}
 )
 
 // Scripts of the script plugin (SPEC §2.4), and those a kind cannot work
@@ -45,7 +46,7 @@ func checkModule(d *diags, m *Module, c *Cluster, opts *Options) {
 	if m.Kind == KindFarm && m.Farm != nil {
 		checkFarm(d, m, c)
 	}
-	checkVIPs(d, m, c)
+	checkVIPs(d, m, c, opts)
 	checkApp(d, m, opts)
 	checkChecks(d, m, opts)
 }
@@ -241,9 +242,10 @@ func checkFarm(d *diags, m *Module, c *Cluster) {
 	}
 }
 
-func checkVIPs(d *diags, m *Module, c *Cluster) {
+func checkVIPs(d *diags, m *Module, c *Cluster, opts *Options) {
 	seen := map[string]hcl.Range{}
 	for _, v := range m.VIPs {
+		checkPluginConfig(d, opts, PluginVIP, v.Plugin, v.AttrRange("plugin"), v.Config, builtinVIPs, vipSchema)
 		if v.Valid("network") {
 			useNetwork(d, m, c, v.Network, v.AttrRange("network"), "VIP")
 		}
@@ -282,21 +284,11 @@ func checkVIPs(d *diags, m *Module, c *Cluster) {
 
 func checkApp(d *diags, m *Module, opts *Options) {
 	app := &m.App
-	if app.Plugin != DefaultAppPlugin {
-		if app.IsSet("scripts") {
-			d.errorf(app.AttrRange("scripts"), "Not valid for this plugin", "scripts only applies to the %q app plugin; this module uses %q.", DefaultAppPlugin, app.Plugin)
-		}
-		checkPluginConfig(d, opts, PluginApp, app.Plugin, app.AttrRange("plugin"), app.Config, builtinApps)
-		return
+	if app.Plugin != DefaultAppPlugin && app.IsSet("scripts") {
+		d.errorf(app.AttrRange("scripts"), "Not valid for this plugin", "scripts only applies to the %q app plugin; this module uses %q.", DefaultAppPlugin, app.Plugin)
 	}
-	if app.Config != nil {
-		if opts != nil && opts.Plugins != nil {
-			checkPluginConfig(d, opts, PluginApp, app.Plugin, app.AttrRange("plugin"), app.Config, builtinApps)
-		} else {
-			d.errorf(app.configRange, "Unexpected config block", "The %q app plugin takes no config block; its settings are scripts, start_timeout, stop_timeout and env.", DefaultAppPlugin)
-		}
-	}
-	if m.Kind == "" || !app.Valid("scripts") || app.Scripts == "" {
+	checkPluginConfig(d, opts, PluginApp, app.Plugin, app.AttrRange("plugin"), app.Config, builtinApps, appSchema)
+	if app.Plugin != DefaultAppPlugin || m.Kind == "" || !app.Valid("scripts") || app.Scripts == "" {
 		return
 	}
 	checkScripts(d, m)
@@ -354,15 +346,22 @@ func checkChecks(d *diags, m *Module, opts *Options) {
 		if c.Valid("interval", "timeout") && c.Timeout > c.Interval {
 			d.errorf(c.AttrRange("timeout"), "Invalid checker timeout", "The checker timeout (%s) must not be longer than its interval (%s).", c.Timeout, c.Interval)
 		}
-		checkPluginConfig(d, opts, PluginChecker, c.Type, c.Range, c.Config, builtinCheckers)
+		checkPluginConfig(d, opts, PluginChecker, c.Type, c.Range, c.Config, builtinCheckers, nil)
 	}
 }
 
-// checkPluginConfig validates a plugin's own settings against the schema it
-// declares when a PluginSchemas is available; otherwise it can only warn
-// about plugins that are not built in.
-func checkPluginConfig(d *diags, opts *Options, kind PluginKind, name string, r hcl.Range, body hcl.Body, builtin []string) {
+// checkPluginConfig validates a plugin's own settings (body: what halo's
+// schema left of the block) against the schema the plugin declares, when a
+// PluginSchemas is available. Without one it warns about plugins that are
+// not built in, and, when own is given, rejects anything left for a
+// built-in plugin whose settings are all halo's (vip, script): own is then
+// halo's schema of the block, for "did you mean" suggestions.
+func checkPluginConfig(d *diags, opts *Options, kind PluginKind, name string, r hcl.Range, body hcl.Body, builtin []string, own *hcl.BodySchema) {
 	if opts == nil || opts.Plugins == nil {
+		if contains(builtin, name) && own != nil && body != nil {
+			_, ds := body.Content(own)
+			d.add(ds)
+		}
 		if !contains(builtin, name) {
 			msg := fmt.Sprintf("%q is not a built-in %s plugin (%s): it must be installed in the plugin directory of every node, and its settings are not checked here.", name, kind, quoteList(builtin))
 			if s := suggest(name, builtin); s != "" {

@@ -56,6 +56,7 @@ const (
 
 // VIP defaults.
 const (
+	DefaultVIPPlugin        = "vip"
 	DefaultAnnounceCount    = 3
 	DefaultAnnounceInterval = 1 * time.Second
 )
@@ -140,6 +141,9 @@ func applyModuleDefaults(m *Module, c *Cluster) {
 		m.LoopInterval = DefaultLoopInterval
 	}
 	for _, v := range m.VIPs {
+		if !v.IsSet("plugin") {
+			v.Plugin = DefaultVIPPlugin
+		}
 		if !v.IsSet("network") {
 			v.Network = DefaultNetwork
 		}

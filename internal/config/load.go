@@ -24,6 +24,7 @@ type PluginKind string
 
 const (
 	PluginChecker PluginKind = "checker"
+	PluginVIP     PluginKind = "vip"
 	PluginApp     PluginKind = "app"
 )
 

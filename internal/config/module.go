@@ -48,7 +48,7 @@ var heartbeatSchema = &hcl.BodySchema{
 
 var vipSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
-		{Name: "address"}, {Name: "network"}, {Name: "interface"},
+		{Name: "plugin"}, {Name: "address"}, {Name: "network"}, {Name: "interface"},
 		{Name: "announce_count"}, {Name: "announce_interval"},
 	},
 }
@@ -87,7 +87,6 @@ var appSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "plugin"}, {Name: "scripts"}, {Name: "start_timeout"}, {Name: "stop_timeout"}, {Name: "env"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "config"}},
 }
 
 // checkCommonSchema is the part of a check block halo itself reads; the
@@ -261,10 +260,14 @@ func decodeHeartbeat(d *diags, b *hcl.Block) *Heartbeat {
 
 func decodeVIP(d *diags, b *hcl.Block) *VIP {
 	v := &VIP{Source: Source{Range: b.DefRange}}
-	content, ds := b.Body.Content(vipSchema)
+	content, remain, ds := b.Body.PartialContent(vipSchema)
 	d.add(ds)
+	v.Config = remain
 	a := d.attrsOf(content, &v.Source, "vip")
 	a.required("address")
+	if a.str("plugin", &v.Plugin) {
+		d.checkName("plugin", v.Plugin, v.AttrRange("plugin"))
+	}
 	var addr string
 	if a.str("address", &addr) {
 		p, err := netip.ParsePrefix(addr)
@@ -490,8 +493,9 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func decodeApp(d *diags, b *hcl.Block, app *App) {
 	app.Range = b.DefRange
-	content, ds := b.Body.Content(appSchema)
+	content, remain, ds := b.Body.PartialContent(appSchema)
 	d.add(ds)
+	app.Config = remain
 	a := d.attrsOf(content, &app.Source, "app")
 	if a.str("plugin", &app.Plugin) {
 		d.checkName("plugin", app.Plugin, app.AttrRange("plugin"))
@@ -516,10 +520,6 @@ func decodeApp(d *diags, b *hcl.Block, app *App) {
 				app.Env[e.Key] = e.Value.AsString()
 			}
 		}
-	}
-	if cb := d.blockSingleton(content.Blocks, "config"); cb != nil {
-		app.Config = cb.Body
-		app.configRange = cb.DefRange
 	}
 }
 

@@ -250,11 +250,15 @@ type Heartbeat struct {
 // VIP is a virtual IP address held by the node that serves the module.
 type VIP struct {
 	Source
+	Plugin           string       // VIP plugin; the built-in "vip" uses netlink and gratuitous ARP
 	Address          netip.Prefix // address with the prefix length of its subnet
 	Network          string       // network whose interface carries it
 	Interface        string       // "" = the interface holding the node's address on Network
 	AnnounceCount    int          // gratuitous ARP / unsolicited NA repetitions
 	AnnounceInterval time.Duration
+	// Config is the rest of the vip block: the plugin's own settings,
+	// unparsed (see Check.Config). Empty for the built-in vip plugin.
+	Config hcl.Body
 }
 
 // Health configures the cloud health endpoint GET /health/<module>.
@@ -329,7 +333,10 @@ type Farm struct {
 	powerRanges map[string]hcl.Range // where each power key was written
 }
 
-// App configures the plugin that starts and stops the application.
+// App configures the plugin that starts and stops the application. The
+// script plugin runs Scripts/<name> with arguments (current state, next
+// state, action), Env added to its environment; StartTimeout bounds start
+// scripts, StopTimeout the graceful run of a stop script.
 type App struct {
 	Source
 	Plugin string
@@ -339,11 +346,9 @@ type App struct {
 	StartTimeout time.Duration
 	StopTimeout  time.Duration // graceful stop; then the stop script runs again with "force"
 	Env          map[string]string
-	// Config is the plugin's own `config { }` block, nil when absent,
-	// validated by the plugin host against the schema the plugin declares.
+	// Config is the rest of the app block: the plugin's own settings,
+	// unparsed (see Check.Config). Empty for the built-in script plugin.
 	Config hcl.Body
-
-	configRange hcl.Range
 }
 
 // Check is one checker instance: `check "<type>" "<name>" { ... }`.
