@@ -251,7 +251,9 @@ func (m *Machine) onChecker(ev core.CheckerResult) {
 	m.checkerAction(c)
 }
 
-// checkerAction carries out c's action, counting it toward max_loop.
+// checkerAction carries out c's action, counting it toward max_loop. Every
+// cause it sets begins with "checker <name> down", so that the event log
+// (and the simulator's max_loop invariant) can tell checker actions apart.
 func (m *Machine) checkerAction(c *checker) {
 	what := "checker " + c.spec.Name + " down"
 	if c.message != "" {
@@ -487,11 +489,9 @@ func (m *Machine) onCommand(cmd core.Command) {
 		m.queue(cmd)
 		return
 	}
-	// Admin commands that act on the application reset max_loop: the admin
-	// has looked at the module.
-	m.loop.Reset()
 	switch cmd.Kind {
 	case core.CmdStart:
+		m.resetLoop()
 		m.p.Started = true
 		switch m.state {
 		case core.Stop:
@@ -502,6 +502,7 @@ func (m *Machine) onCommand(cmd core.Command) {
 			m.log("info", admin+": already UP")
 		}
 	case core.CmdStop, core.CmdForceStop:
+		m.resetLoop()
 		m.p.Started = false
 		switch m.state {
 		case core.Stop:
@@ -519,6 +520,7 @@ func (m *Machine) onCommand(cmd core.Command) {
 			m.refuse(cmd, fmt.Sprintf("%s needs the module UP; it is %s (%s): use start", cmd.Kind, m.state, m.cause))
 			return
 		}
+		m.resetLoop()
 		if cmd.Kind == core.CmdRestart {
 			m.restartOp("restart", admin, "")
 		} else {
@@ -528,6 +530,10 @@ func (m *Machine) onCommand(cmd core.Command) {
 		m.refuse(cmd, "unknown command "+cmd.Kind.String())
 	}
 }
+
+// resetLoop: admin commands that act on the application (and are not
+// refused) reset max_loop, since an admin has looked at the module.
+func (m *Machine) resetLoop() { m.loop.Reset() }
 
 // queue keeps cmd until the running scripts finish: scripts never run
 // concurrently, and the caller cannot cancel one (its timeout bounds it).

@@ -238,11 +238,12 @@ func (m *Machine) Status() Status {
 
 // Announce is what this node tells the other members about itself (the
 // agent puts it in its memberlist metadata): state, readiness, power, and,
-// when it owns the VIP, the table it installed.
-func (s Status) Announce() core.MemberUpdate {
-	u := core.MemberUpdate{Node: s.Node, State: s.State, Readiness: s.Readiness, Power: s.Power, Owner: s.HoldsVIP}
-	if s.HoldsVIP {
-		t := s.Buckets
+// when it owns the VIP, the table it installed. Cheaper than Status.
+func (m *Machine) Announce() core.MemberUpdate {
+	u := core.MemberUpdate{Node: m.cfg.Node, State: m.state, Readiness: m.ready,
+		Power: m.cfg.power(m.cfg.Node), Owner: m.holdsVIP}
+	if m.holdsVIP {
+		t := m.table
 		u.Buckets = &t
 	}
 	return u

@@ -61,12 +61,12 @@ type hnode struct {
 }
 
 type harness struct {
-	t      *testing.T
-	now    time.Time
-	order  []string
-	nodes  map[string]*hnode
-	part   map[string]int // partition of each node; all 0 when healed
-	out    strings.Builder
+	t     *testing.T
+	now   time.Time
+	order []string
+	nodes map[string]*hnode
+	part  map[string]int // partition of each node; all 0 when healed
+	out   strings.Builder
 }
 
 func newHarness(t *testing.T, td *datadriven.TestData) *harness {
@@ -315,7 +315,7 @@ func (h *harness) gossip() {
 					}
 					continue
 				}
-				ann := sub.m.Status().Announce()
+				ann := sub.m.Announce()
 				ann.At = h.now
 				if known && sameAnnounce(old, ann) {
 					continue
