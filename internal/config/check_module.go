@@ -77,11 +77,11 @@ func checkModuleNodes(d *diags, m *Module, c *Cluster) {
 	switch m.Kind {
 	case KindMirror:
 		if len(unique) != 2 {
-			d.errorf(r, "Wrong number of nodes", "A mirror module runs on exactly 2 nodes; this one lists %d.", len(unique))
+			d.errorf(r, "Wrong number of nodes", "A mirror module runs on exactly 2 nodes; this one names %d.", len(unique))
 		}
 	case KindLight:
 		if len(unique) != 1 {
-			d.errorf(r, "Wrong number of nodes", "A light module runs on exactly 1 node; this one lists %d. Use a farm module to run on several.", len(unique))
+			d.errorf(r, "Wrong number of nodes", "A light module runs on exactly 1 node; this one names %d. Use a farm module to run on several.", len(unique))
 		}
 	case KindFarm:
 		if len(unique) < 1 {
@@ -226,13 +226,16 @@ func checkFarm(d *diags, m *Module, c *Cluster) {
 	if f.Valid("network") {
 		useNetwork(d, m, c, f.Network, f.AttrRange("network"), "farm")
 	}
-	if f.IsSet("power") && m.IsSet("nodes") {
-		total := 0
-		for _, key := range sortedKeys(f.powerRanges) {
-			if !m.HasNode(key) {
-				d.errorf(f.powerRanges[key], "Unknown node", "power.%s names a node that is not one of the module's nodes (%s).", key, quoteList(m.Nodes))
-			}
+	if !m.IsSet("nodes") {
+		return
+	}
+	for _, key := range sortedKeys(f.powerRanges) {
+		if !m.HasNode(key) {
+			d.errorf(f.powerRanges[key], "Unknown node", "power.%s names a node that is not one of the module's nodes (%s).", key, quoteList(m.Nodes))
 		}
+	}
+	if f.IsSet("power") {
+		total := 0
 		for _, n := range m.Nodes {
 			total += f.Power[n]
 		}

@@ -67,6 +67,9 @@ type portUse struct {
 	r       hcl.Range
 	derived bool
 	health  bool // health endpoints share one server: equal health ports are fine
+	// reported marks a use already reported as colliding: it is not the
+	// "first" of later collisions, which would repeat the same mistake.
+	reported bool
 }
 
 func (u portUse) describe() string {
@@ -114,31 +117,35 @@ func checkPorts(d *diags, c *Cluster, modules []*Module) {
 	var cluster []portUse
 	if c != nil {
 		cluster = append(cluster,
-			portUse{port: c.APIPort, what: fmt.Sprintf("cluster api_port (%s)", posString(c.AttrRange("api_port"))), r: c.AttrRange("api_port")},
-			portUse{port: c.HealthPort, what: fmt.Sprintf("cluster health_port (%s)", posString(c.AttrRange("health_port"))), r: c.AttrRange("health_port"), health: true})
+			portUse{port: c.APIPort, what: clusterPortName(c, "api_port"), r: c.AttrRange("api_port")},
+			portUse{port: c.HealthPort, what: clusterPortName(c, "health_port"), r: c.AttrRange("health_port"), health: true})
 	}
 	uses := make([][]portUse, len(modules))
 	for i, m := range modules {
 		uses[i] = modulePorts(m)
 	}
 	for j, m := range modules {
-		for k, u := range uses[j] {
-			if conflict, ok := firstPortConflict(u, cluster); ok {
+		for k := range uses[j] {
+			u := &uses[j][k]
+			if conflict, ok := firstPortConflict(*u, cluster); ok {
 				d.errorf(u.r, "Port collision", "Port %d, %s, is already the %s.", u.port, u.describe(), conflict.what)
+				u.reported = true
 				continue
 			}
 			// Earlier ports of this module, then those of earlier modules
 			// that share a node with it.
-			if conflict, ok := firstPortConflict(u, uses[j][:k]); ok {
+			if conflict, ok := firstPortConflict(*u, uses[j][:k]); ok {
 				d.errorf(u.r, "Port collision", "Port %d, %s, is already %s at %s.", u.port, u.describe(), conflict.describe(), posString(conflict.r))
+				u.reported = true
 				continue
 			}
 			for i := 0; i < j; i++ {
 				if !shareNode(modules[i], m) {
 					continue
 				}
-				if conflict, ok := firstPortConflict(u, uses[i]); ok {
+				if conflict, ok := firstPortConflict(*u, uses[i]); ok {
 					d.errorf(u.r, "Port collision", "Port %d, %s, is already %s at %s, on a node both modules run on.", u.port, u.describe(), conflict.describe(), posString(conflict.r))
+					u.reported = true
 					break
 				}
 			}
@@ -146,9 +153,16 @@ func checkPorts(d *diags, c *Cluster, modules []*Module) {
 	}
 }
 
+func clusterPortName(c *Cluster, attr string) string {
+	if c.IsSet(attr) {
+		return fmt.Sprintf("cluster's %s, set at %s", attr, posString(c.AttrRange(attr)))
+	}
+	return fmt.Sprintf("cluster's %s (its default)", attr)
+}
+
 func firstPortConflict(u portUse, others []portUse) (portUse, bool) {
 	for _, o := range others {
-		if o.port == u.port && !(o.health && u.health) {
+		if o.port == u.port && !(o.health && u.health) && !o.reported {
 			return o, true
 		}
 	}

@@ -80,7 +80,7 @@ func (a *attrDecoder) value(name string, ty cty.Type, want string) (cty.Value, *
 		return cty.NilVal, attr, a.bad(name)
 	}
 	if v.IsNull() {
-		a.errorf(attr.Expr.Range(), "Missing value", "%s must be %s, not null; remove the line to use the default.", name, want)
+		a.errorf(attr.Expr.Range(), "Missing value", "%s must be %s, not null.", name, want)
 		return cty.NilVal, attr, a.bad(name)
 	}
 	if !v.IsWhollyKnown() {

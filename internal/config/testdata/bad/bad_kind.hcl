@@ -1,0 +1,5 @@
+module "pg" {
+  kind  = "mirorr"
+  id    = 12
+  nodes = ["node1", "node2"]
+}

@@ -1,0 +1,5 @@
+cluster "empty" {
+  tls {
+    ca_file = "/etc/halo/tls/ca.pem"
+  }
+}

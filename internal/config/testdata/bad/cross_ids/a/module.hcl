@@ -1,0 +1,5 @@
+module "a" {
+  kind  = "light"
+  id    = 7
+  nodes = ["node1"]
+}

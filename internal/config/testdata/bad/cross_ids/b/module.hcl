@@ -1,0 +1,5 @@
+module "b" {
+  kind  = "light"
+  id    = 7
+  nodes = ["node2"]
+}

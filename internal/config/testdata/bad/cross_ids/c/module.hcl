@@ -1,0 +1,6 @@
+# Named like the module in a/: the directory must match too.
+module "a" {
+  kind  = "light"
+  id    = 8
+  nodes = ["node3"]
+}

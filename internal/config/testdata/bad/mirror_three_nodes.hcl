@@ -1,0 +1,5 @@
+module "pg" {
+  kind  = "mirror"
+  id    = 12
+  nodes = ["node1", "node2", "node3"]
+}

@@ -1,0 +1,11 @@
+module "pg" {
+  failover = false
+
+  vip {
+    network = "default"
+  }
+
+  replication {
+    mode = "sync"
+  }
+}

@@ -1,0 +1,6 @@
+# No scripts directory at all.
+module "pg" {
+  kind  = "mirror"
+  id    = 12
+  nodes = ["node1", "node2"]
+}

@@ -1,0 +1,5 @@
+module "pg" {
+  kidn  = "mirror"
+  id    = 12
+  nodes = ["node1", "node2"]
+}

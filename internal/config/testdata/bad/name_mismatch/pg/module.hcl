@@ -1,0 +1,5 @@
+module "postgres" {
+  kind  = "mirror"
+  id    = 12
+  nodes = ["node1", "node2"]
+}

@@ -1,0 +1,5 @@
+module "pg" {
+  kind  = "mirror"
+  id    = null
+  nodes = ["node1", null]
+}

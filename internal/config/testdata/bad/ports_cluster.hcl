@@ -1,0 +1,9 @@
+module "pg" {
+  kind  = "mirror"
+  id    = 12
+  nodes = ["node1", "node2"]
+
+  heartbeat {
+    port = 9010
+  }
+}
