@@ -540,13 +540,23 @@ func (m *Machine) resetLoop() { m.loop.Reset() }
 func (m *Machine) queue(cmd core.Command) {
 	running := m.op.steps[m.op.i].script
 	heading := m.op.done.state
+	startsLast := m.op.steps[len(m.op.steps)-1].script == ScriptStart
+	// The latest command wins: one that the running scripts already carry
+	// out drops whatever was queued before it.
+	already := ""
 	switch {
 	case (cmd.Kind == core.CmdStop || cmd.Kind == core.CmdForceStop) && heading == core.Stop:
-		m.log("info", fmt.Sprintf("%s: already stopping (%s running; a failed or timed-out graceful run is forced)", cmd.Kind, running))
-		return
-	case cmd.Kind == core.CmdStart && heading == core.Up && m.op.steps[len(m.op.steps)-1].script == ScriptStart:
+		already = fmt.Sprintf("%s: already stopping (%s running; a failed or timed-out graceful run is forced)", cmd.Kind, running)
+	case cmd.Kind == core.CmdStart && heading == core.Up && startsLast:
 		m.p.Started = true
-		m.log("info", fmt.Sprintf("start: already starting (%s running)", running))
+		already = fmt.Sprintf("start: already starting (%s running)", running)
+	}
+	if already != "" {
+		if m.pending != nil {
+			already += "; the queued " + m.pending.Kind.String() + " is dropped"
+			m.pending = nil
+		}
+		m.log("info", already)
 		return
 	}
 	// Started changes when the command runs, not now: a queued stop that a
