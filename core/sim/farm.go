@@ -105,6 +105,9 @@ type farmWorld struct {
 	rep      FarmReport
 	err      *Violation
 	owner    string // last VIP holder seen, for OwnerChanges
+	// crashNext is crashed at the next fault injection (chosen right after
+	// a checker action).
+	crashNext *farmNode
 }
 
 // RunFarm runs one seeded simulation and returns the first violation.
@@ -227,6 +230,11 @@ func (w *farmWorld) injectFaults() {
 	r := w.r
 	alive := w.alive()
 	switch {
+	case w.crashNext != nil && w.crashNext.alive:
+		// A crash right after a checker action: the max_loop count must
+		// survive the reboot.
+		w.crash(w.crashNext)
+		w.crashNext = nil
 	case r.IntN(100) < 1 && len(alive) > 0:
 		fn := alive[r.IntN(len(alive))]
 		w.crash(fn)
@@ -254,9 +262,12 @@ func (w *farmWorld) injectFaults() {
 		fn := w.nodes[r.IntN(len(w.nodes))]
 		fn.lag = w.randomLag()
 	}
-	// Checker flaps.
-	if r.IntN(100) < 30 && len(alive) > 0 {
+	// Checker flaps, mostly on UP nodes, where they act.
+	if r.IntN(100) < 40 && len(alive) > 0 {
 		fn := alive[r.IntN(len(alive))]
+		if up := w.upNodes(); len(up) > 0 && r.IntN(4) > 0 {
+			fn = up[r.IntN(len(up))]
+		}
 		c := farmCheckers[r.IntN(len(farmCheckers))]
 		st := core.CheckUp
 		if r.IntN(100) < 35 {
@@ -320,6 +331,16 @@ func (w *farmWorld) alive() []*farmNode {
 	var a []*farmNode
 	for _, fn := range w.nodes {
 		if fn.alive {
+			a = append(a, fn)
+		}
+	}
+	return a
+}
+
+func (w *farmWorld) upNodes() []*farmNode {
+	var a []*farmNode
+	for _, fn := range w.nodes {
+		if fn.alive && fn.ann.State == core.Up {
 			a = append(a, fn)
 		}
 	}
@@ -435,7 +456,7 @@ func sameAnnounce(a, b core.MemberUpdate) bool {
 	if (a.Buckets == nil) != (b.Buckets == nil) {
 		return false
 	}
-	return a.Buckets == nil || *a.Buckets == *b.Buckets
+	return a.Buckets == b.Buckets || *a.Buckets == *b.Buckets
 }
 
 // step feeds one event to a live node, executes its actions in the fake
@@ -455,7 +476,11 @@ func (w *farmWorld) step(fn *farmNode, ev core.Event) {
 		}
 		w.execute(fn, a)
 	}
-	fn.ann = fn.m.Announce()
+	// Keep the previous announcement when nothing changed, so that the
+	// membership compares pointers instead of tables.
+	if ann := fn.m.Announce(); !sameAnnounce(ann, fn.ann) {
+		fn.ann = ann
+	}
 	// The VIP and the rules go together, only on an UP node, and the
 	// machine's view of them matches what it asked the executor for.
 	if fn.vip != (fn.rules != nil) {
@@ -469,9 +494,6 @@ func (w *farmWorld) step(fn *farmNode, ev core.Event) {
 	}
 	if fn.vip && *fn.ann.Buckets != *fn.rules {
 		w.fail("%s announces a table that differs from its installed rules", fn.name)
-	}
-	if st := fn.ann.State; (st == core.Stop || st == core.Wait) && fn.m.Status().Cause == "" {
-		w.fail("%s is %s without a cause", fn.name, st)
 	}
 }
 
@@ -554,6 +576,9 @@ func (w *farmWorld) countLoop(fn *farmNode, a core.EnterState) {
 		return // second half of a stopstart
 	}
 	w.rep.CheckerActions++
+	if w.faults && w.r.IntN(100) < 15 {
+		w.crashNext = fn
+	}
 	cut := w.now.Add(-w.interval)
 	fn.loop = slices.DeleteFunc(fn.loop, func(t time.Time) bool { return !t.After(cut) })
 	fn.loop = append(fn.loop, w.now)
@@ -611,6 +636,13 @@ func (w *farmWorld) checkPartition(part []*farmNode) {
 		}
 		if fn.ann.State == core.Up && fn.ann.Readiness == core.Ready {
 			ready[fn.name] = fn.ann.Power
+		}
+	}
+	for _, fn := range part {
+		if st := fn.ann.State; st == core.Stop || st == core.Wait {
+			if s := fn.m.Status(); s.Cause == "" {
+				w.fail("%s is %s without a cause", fn.name, st)
+			}
 		}
 	}
 	if len(holders) > 1 {
