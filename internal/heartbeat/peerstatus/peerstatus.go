@@ -67,10 +67,11 @@ const (
 	tagGeneration = 4 // 8 bytes current + 8 per ancestor
 	tagAloneSince = 5 // 8 bytes, Unix ns
 	tagReason     = 6 // UTF-8, 0..255 bytes
-
-	// MaxSize is the longest encoding Append produces.
-	MaxSize = 1 + 2*6 + 1 + 1 + 4 + 8*(1+MaxAncestors) + 8 + MaxReasonSize
 )
+
+// MaxSize is the longest encoding Append produces: well inside a heartbeat
+// payload and a single unfragmented datagram.
+const MaxSize = 1 + 2*6 + 1 + 1 + 4 + 8*(1+MaxAncestors) + 8 + MaxReasonSize
 
 // Append appends the encoding of s to dst.
 func Append(dst []byte, s *Status) ([]byte, error) {
