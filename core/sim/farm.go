@@ -48,18 +48,18 @@ type FarmReport struct {
 	MaxLoopPerWindow int // highest count of checker actions seen in one window
 }
 
-// Violation is an invariant the simulation found broken.
-type Violation struct {
+// FarmViolation is an invariant the simulation found broken.
+type FarmViolation struct {
 	Seed uint64
 	At   time.Duration // simulated time since the start
 	What string
 }
 
-func (v *Violation) Error() string {
+func (v *FarmViolation) Error() string {
 	return fmt.Sprintf("seed %d at %s: %s", v.Seed, v.At, v.What)
 }
 
-var simEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+var farmEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Checkers of the simulated module: one per action that matters on a farm.
 var farmCheckers = []core.CheckerSpec{
@@ -103,7 +103,7 @@ type farmWorld struct {
 	nodes    []*farmNode
 	faults   bool // fault phase: scripts may fail
 	rep      FarmReport
-	err      *Violation
+	err      *FarmViolation
 	owner    string // last VIP holder seen, for OwnerChanges
 	// crashNext is crashed at the next fault injection (chosen right after
 	// a checker action).
@@ -119,7 +119,7 @@ func RunFarm(opts FarmOptions) (FarmReport, error) {
 		opts.RecoverWithin = 2 * time.Minute
 	}
 	// A short loop interval, so that the window slides within a run.
-	w := &farmWorld{opts: opts, r: rand.New(rand.NewPCG(opts.Seed, 0x6661726d)), now: simEpoch,
+	w := &farmWorld{opts: opts, r: rand.New(rand.NewPCG(opts.Seed, 0x6661726d)), now: farmEpoch,
 		interval: 30 * time.Second, faults: true}
 	w.maxLoop = 2 + w.r.IntN(3)
 	w.light = w.r.IntN(10) == 0
@@ -194,13 +194,13 @@ func (w *farmWorld) randomLag() time.Duration {
 
 func (w *farmWorld) tracef(format string, args ...any) {
 	if w.opts.Trace != nil {
-		w.opts.Trace(fmt.Sprintf("%8s ", w.now.Sub(simEpoch)) + fmt.Sprintf(format, args...))
+		w.opts.Trace(fmt.Sprintf("%8s ", w.now.Sub(farmEpoch)) + fmt.Sprintf(format, args...))
 	}
 }
 
 func (w *farmWorld) fail(format string, args ...any) {
 	if w.err == nil {
-		w.err = &Violation{Seed: w.opts.Seed, At: w.now.Sub(simEpoch), What: fmt.Sprintf(format, args...)}
+		w.err = &FarmViolation{Seed: w.opts.Seed, At: w.now.Sub(farmEpoch), What: fmt.Sprintf(format, args...)}
 		w.tracef("VIOLATION: %s", w.err.What)
 	}
 }
@@ -407,7 +407,7 @@ func (w *farmWorld) gossip() {
 				}
 				old, known := obs.known[sub.name]
 				see := w.visible(obs, sub)
-				if (see && known && sameAnnounce(old, sub.ann)) || (!see && !known) {
+				if (see && known && sameFarmAnnounce(old, sub.ann)) || (!see && !known) {
 					delete(obs.due, sub.name)
 					continue
 				}
@@ -449,7 +449,7 @@ func (w *farmWorld) gossip() {
 	w.fail("membership did not settle within 50 delivery passes")
 }
 
-func sameAnnounce(a, b core.MemberUpdate) bool {
+func sameFarmAnnounce(a, b core.MemberUpdate) bool {
 	if a.State != b.State || a.Readiness != b.Readiness || a.Power != b.Power || a.Owner != b.Owner {
 		return false
 	}
@@ -467,18 +467,18 @@ func (w *farmWorld) step(fn *farmNode, ev core.Event) {
 	}
 	w.rep.MachineSteps++
 	if w.opts.Trace != nil {
-		w.tracef("%s <- %s", fn.name, describeEvent(ev))
+		w.tracef("%s <- %s", fn.name, describeFarmEvent(ev))
 	}
 	acts := fn.m.Step(ev)
 	for _, a := range acts {
 		if w.opts.Trace != nil {
-			w.tracef("%s -> %s", fn.name, describeAction(a))
+			w.tracef("%s -> %s", fn.name, describeFarmAction(a))
 		}
 		w.execute(fn, a)
 	}
 	// Keep the previous announcement when nothing changed, so that the
 	// membership compares pointers instead of tables.
-	if ann := fn.m.Announce(); !sameAnnounce(ann, fn.ann) {
+	if ann := fn.m.Announce(); !sameFarmAnnounce(ann, fn.ann) {
 		fn.ann = ann
 	}
 	// The VIP and the rules go together, only on an UP node, and the
@@ -598,7 +598,7 @@ func (w *farmWorld) converged(part []*farmNode) bool {
 			}
 			old, known := obs.known[sub.name]
 			see := w.visible(obs, sub)
-			if see != known || (see && !sameAnnounce(old, sub.ann)) {
+			if see != known || (see && !sameFarmAnnounce(old, sub.ann)) {
 				return false
 			}
 		}
@@ -646,11 +646,11 @@ func (w *farmWorld) checkPartition(part []*farmNode) {
 		}
 	}
 	if len(holders) > 1 {
-		w.fail("converged partition %v: %d nodes hold the VIP: %v", names(part), len(holders), holders)
+		w.fail("converged partition %v: %d nodes hold the VIP: %v", farmNodeNames(part), len(holders), holders)
 		return
 	}
 	if len(ready) > 0 && len(holders) == 0 {
-		w.fail("converged partition %v: UP Ready nodes %v but nobody holds the VIP", names(part), ready)
+		w.fail("converged partition %v: UP Ready nodes %v but nobody holds the VIP", farmNodeNames(part), ready)
 		return
 	}
 	if len(holders) == 0 {
@@ -670,12 +670,12 @@ func (w *farmWorld) checkPartition(part []*farmNode) {
 	for _, fn := range part {
 		s := fn.m.Status()
 		if s.Owner != holder {
-			w.fail("converged partition %v: %s sees owner %q, %s holds the VIP", names(part), fn.name, s.Owner, holder)
+			w.fail("converged partition %v: %s sees owner %q, %s holds the VIP", farmNodeNames(part), fn.name, s.Owner, holder)
 			return
 		}
 		if s.Buckets != want {
 			w.fail("converged partition %v: %s's table differs from the rules %s installed (%d buckets)",
-				names(part), fn.name, holder, farm.Moved(want, s.Buckets))
+				farmNodeNames(part), fn.name, holder, farm.Moved(want, s.Buckets))
 			return
 		}
 	}
@@ -686,7 +686,7 @@ func (w *farmWorld) checkPartition(part []*farmNode) {
 	}
 	for name, c := range counts {
 		if _, ok := ready[name]; !ok {
-			w.fail("converged partition %v: the table gives %d buckets to %s, which is not UP Ready", names(part), c, name)
+			w.fail("converged partition %v: the table gives %d buckets to %s, which is not UP Ready", farmNodeNames(part), c, name)
 			return
 		}
 	}
@@ -696,12 +696,12 @@ func (w *farmWorld) checkPartition(part []*farmNode) {
 			c := counts[name]
 			served += c
 			if d := c*total - core.NumBuckets*p; d >= total || -d >= total {
-				w.fail("converged partition %v: %s (power %d of %d) serves %d buckets", names(part), name, p, total, c)
+				w.fail("converged partition %v: %s (power %d of %d) serves %d buckets", farmNodeNames(part), name, p, total, c)
 				return
 			}
 		}
 		if served != core.NumBuckets {
-			w.fail("converged partition %v: %d buckets served", names(part), served)
+			w.fail("converged partition %v: %d buckets served", farmNodeNames(part), served)
 		}
 	}
 }
@@ -746,7 +746,7 @@ func (w *farmWorld) describe() string {
 	return strings.Join(parts, "; ")
 }
 
-func names(ns []*farmNode) []string {
+func farmNodeNames(ns []*farmNode) []string {
 	out := make([]string, len(ns))
 	for i, fn := range ns {
 		out[i] = fn.name
@@ -754,7 +754,7 @@ func names(ns []*farmNode) []string {
 	return out
 }
 
-func describeEvent(ev core.Event) string {
+func describeFarmEvent(ev core.Event) string {
 	switch ev := ev.(type) {
 	case core.Tick:
 		return "tick"
@@ -777,7 +777,7 @@ func describeEvent(ev core.Event) string {
 	return fmt.Sprintf("%T", ev)
 }
 
-func describeAction(a core.Action) string {
+func describeFarmAction(a core.Action) string {
 	switch a := a.(type) {
 	case core.EnterState:
 		return fmt.Sprintf("enter %s %s: %s", a.State, a.Readiness, a.Cause)
