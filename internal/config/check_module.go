@@ -278,7 +278,8 @@ func checkVIPs(d *diags, m *Module, c *Cluster, opts *Options) {
 			if node == nil {
 				continue
 			}
-			if a, ok := node.Addresses[v.Network]; ok && !v.Address.Contains(a) {
+			a, ok := node.Addresses[v.Network]
+			if ok && a.Is4() == v.Address.Addr().Is4() && !v.Address.Contains(a) {
 				d.warnf(v.AttrRange("address"), "VIP outside the node's subnet", "VIP %s does not contain node %q's address %s on network %q: clients on that subnet will not reach the VIP unless routes are set.", v.Address, name, a, v.Network)
 			}
 		}
