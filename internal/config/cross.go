@@ -87,6 +87,9 @@ func (u portUse) describe() string {
 func modulePorts(m *Module) []portUse {
 	var ps []portUse
 	add := func(port int, what string, src *Source, attr string, health bool) {
+		if port == 0 {
+			return // a block of the wrong kind, never given its defaults
+		}
 		u := portUse{port: port, what: what, module: m, r: src.AttrRange(attr), health: health}
 		if !src.IsSet(attr) && !health {
 			u.derived = true

@@ -208,7 +208,11 @@ func (a *attrDecoder) duration(name string, dst *time.Duration, allowZero bool) 
 		a.errorf(attr.Expr.Range(), "Invalid duration", "%s: %v.", name, err)
 		return a.bad(name)
 	}
-	if d < 0 || (d == 0 && !allowZero) {
+	if d < 0 && allowZero {
+		a.errorf(attr.Expr.Range(), "Invalid duration", "%s must not be negative, not %q.", name, v.AsString())
+		return a.bad(name)
+	}
+	if d <= 0 && !allowZero {
 		a.errorf(attr.Expr.Range(), "Invalid duration", "%s must be longer than 0, not %q.", name, v.AsString())
 		return a.bad(name)
 	}
