@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -18,29 +19,33 @@ import (
 const PluginName = string(base.KindApp)
 
 // App is what an app plugin implements, one value per instance (per
-// module). Runs of different scripts may overlap; both methods must be safe
-// for concurrent use.
+// module). Runs of different scripts may overlap: Run must be safe for
+// concurrent use.
 type App interface {
 	base.Plugin
-	// Run runs one script to its end and returns its exit status. It must
-	// end the script and return promptly when ctx ends: ctx carries the
-	// run's timeout (the SDK reports that as a timeout) and is cancelled
-	// when the host gives up or forces a Stop. exitCode is -1 when the
-	// script has none (killed by a signal, never started; return an error
+	// Run runs one script to its end and returns its exit status, -1 when
+	// it has none (killed by a signal, never started; return an error
 	// saying why in that case). Output goes to out, line by line.
+	//
+	// Run must end the script and return promptly when ctx ends: ctx
+	// carries the run's timeout (reported to the host as a timeout) and is
+	// cancelled by a forced Stop or when the host gives up. run.Stopping
+	// is closed by a graceful Stop: end the script politely (SIGTERM to
+	// its process group). RunCommand does all of this for an exec.Cmd.
 	Run(ctx context.Context, run Run, out Output) (exitCode int, err error)
-	// Stop asks a run in progress to end: gracefully (for a script, SIGTERM
-	// to its process group), or at once with force (SIGKILL). The SDK calls
-	// it only for runs in progress, and after a forced Stop also cancels the
-	// run's ctx. The graceful-then-force sequence and its timing are the
-	// host's policy.
-	Stop(ctx context.Context, runID string, force bool) error
 }
+
+var (
+	// ErrRunInProgress: Run was called with the ID of a run in progress.
+	ErrRunInProgress = errors.New("a run with this ID is in progress")
+	// ErrNoSuchRun: Stop named a run that is not in progress.
+	ErrNoSuchRun = errors.New("no run in progress with this ID")
+)
 
 // Run describes one script run.
 type Run struct {
-	// ID names the run for Stop; unique among the instance's runs in
-	// progress.
+	// ID names the run for the host's Stop; unique among the instance's
+	// runs in progress.
 	ID string
 	// Script is the script's name in the module ("start_prim").
 	Script string
@@ -55,6 +60,11 @@ type Run struct {
 	// Force asks for the forced variant of a stop script (the second pass
 	// after a graceful stop timed out).
 	Force bool
+	// Stopping is closed when the host asks for a graceful stop of this
+	// run. It is set by the SDK before Run is called, so a stop that comes
+	// before the script has started is not lost. A forced stop cancels
+	// Run's ctx instead (and closes Stopping too).
+	Stopping <-chan struct{}
 }
 
 // Args are the arguments every script gets.

@@ -73,9 +73,28 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 type runKey struct{ instance, run string }
 
 type activeRun struct {
-	cancel  context.CancelFunc
+	cancel   context.CancelFunc
+	stopping chan struct{}
+
 	mu      sync.Mutex
-	stopped string // why the host stopped it; "" while it was not
+	stopped string // how the host stopped it; "" while it has not
+}
+
+// stop records a Stop and passes it on: graceful closes Stopping, force
+// also cancels the run's context.
+func (r *activeRun) stop(force bool) {
+	r.mu.Lock()
+	if r.stopped == "" {
+		close(r.stopping)
+		r.stopped = "graceful stop"
+	}
+	if force {
+		r.stopped = "forced stop"
+	}
+	r.mu.Unlock()
+	if force {
+		r.cancel()
+	}
 }
 
 type server struct {
@@ -119,7 +138,8 @@ func (s *server) Run(req *pluginv1.RunRequest, stream pluginv1.App_RunServer) er
 	defer cancel()
 
 	key := runKey{req.GetInstanceId(), run.ID}
-	active := &activeRun{cancel: cancel}
+	active := &activeRun{cancel: cancel, stopping: make(chan struct{})}
+	run.Stopping = active.stopping
 	s.mu.Lock()
 	if _, busy := s.runs[key]; busy {
 		s.mu.Unlock()
@@ -181,48 +201,23 @@ func classify(run Run, code int, err, runErr error, stopped string) Exit {
 	}
 }
 
-func (s *server) Stop(ctx context.Context, req *pluginv1.StopRequest) (*pluginv1.StopResponse, error) {
-	impl, err := s.reg.Lookup(req.GetInstanceId())
-	if err != nil {
+func (s *server) Stop(_ context.Context, req *pluginv1.StopRequest) (*pluginv1.StopResponse, error) {
+	if _, err := s.reg.Lookup(req.GetInstanceId()); err != nil {
 		return nil, err
 	}
-	type target struct {
-		id  string
-		run *activeRun
-	}
-	var targets []target
+	var targets []*activeRun
 	s.mu.Lock()
 	for k, r := range s.runs {
 		if k.instance == req.GetInstanceId() && (req.GetRunId() == "" || k.run == req.GetRunId()) {
-			targets = append(targets, target{k.run, r})
+			targets = append(targets, r)
 		}
 	}
 	s.mu.Unlock()
-
-	how := "graceful stop"
-	if req.GetForce() {
-		how = "forced stop"
+	if len(targets) == 0 && req.GetRunId() != "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "run %q is not in progress", req.GetRunId())
 	}
-	var errs []error
-	for _, t := range targets {
-		t.run.mu.Lock()
-		t.run.stopped = how
-		t.run.mu.Unlock()
-		err := shim.Protect(s.reg.Logger(), "Stop", func() error { return impl.Stop(ctx, t.id, req.GetForce()) })
-		if shim.IsPanic(err) {
-			return nil, err
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stop run %q: %w", t.id, err))
-		}
-		if req.GetForce() {
-			// Whatever the plugin did, a forced stop ends the run's
-			// context, which exec.CommandContext turns into SIGKILL.
-			t.run.cancel()
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, rpc.ToStatus(ctx, err)
+	for _, r := range targets {
+		r.stop(req.GetForce())
 	}
 	return &pluginv1.StopResponse{}, nil
 }
@@ -288,7 +283,7 @@ func (c *Client) Run(ctx context.Context, instanceID string, run Run, onLine fun
 		Force:         run.Force,
 	})
 	if err != nil {
-		return Exit{}, rpc.FromStatus("run "+run.Script, err)
+		return Exit{}, runError(run.Script, err)
 	}
 	for {
 		ev, err := stream.Recv()
@@ -296,7 +291,7 @@ func (c *Client) Run(ctx context.Context, instanceID string, run Run, onLine fun
 			return Exit{}, fmt.Errorf("run %s: plugin ended the run without an exit status", run.Script)
 		}
 		if err != nil {
-			return Exit{}, rpc.FromStatus("run "+run.Script, err)
+			return Exit{}, runError(run.Script, err)
 		}
 		switch e := ev.GetEvent().(type) {
 		case *pluginv1.RunEvent_Line:
@@ -317,12 +312,23 @@ func (c *Client) Run(ctx context.Context, instanceID string, run Run, onLine fun
 	}
 }
 
+func runError(script string, err error) error {
+	if status.Code(err) == codes.AlreadyExists {
+		return fmt.Errorf("run %s: %w: %s", script, ErrRunInProgress, status.Convert(err).Message())
+	}
+	return rpc.FromStatus("run "+script, err)
+}
+
 // Stop asks the plugin to end a run in progress (every run of the
-// instance when runID is empty), gracefully or with force. Stopping a run
-// that already ended succeeds.
+// instance when runID is empty), gracefully or with force. Stopping a
+// named run that is not in progress (not started yet, or already ended)
+// returns ErrNoSuchRun.
 func (c *Client) Stop(ctx context.Context, instanceID, runID string, force bool) error {
 	ctx, cancel := rpc.WithDefaultTimeout(ctx)
 	defer cancel()
 	_, err := c.rpc.Stop(ctx, &pluginv1.StopRequest{InstanceId: instanceID, RunId: runID, Force: force})
+	if status.Code(err) == codes.FailedPrecondition {
+		return fmt.Errorf("stop run %s: %w", runID, ErrNoSuchRun)
+	}
 	return rpc.FromStatus("stop run", err)
 }
