@@ -1,0 +1,273 @@
+// Package agent is the node daemon: it loads the cluster and module files,
+// runs one event loop per module around the module's pure core machine,
+// talks to plugins, persists state and event logs under the data
+// directory, and serves the local API.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/httpapi"
+	"github.com/halo-ha/halo/sdk/api"
+)
+
+// Plugins is what the agent needs from the plugin host.
+type Plugins interface {
+	// App returns the runner of the module's application plugin.
+	App(ctx context.Context, mod *config.Module) (AppRunner, error)
+	// Checker returns the runner of one checker instance; the plugin has
+	// validated and accepted the check block's configuration.
+	Checker(ctx context.Context, mod *config.Module, c *config.Check) (CheckerRunner, error)
+	List(ctx context.Context) []api.PluginInfo
+	Close()
+}
+
+// Options configures an agent. Every path is overridable so that several
+// nodes can run on one machine in tests.
+type Options struct {
+	Node    string
+	Version string
+	Cluster *config.Cluster
+	Modules []*config.Module
+	DataDir string // state, event logs: <DataDir>/<module>/
+	Socket  string // local API Unix socket; "" = <DataDir>/halo.sock
+	// APIAddr is the TCP address of the API; "" disables it (the TLS API
+	// between nodes lands with the mirror issue).
+	APIAddr string
+	Plugins Plugins
+	Logger  hclog.Logger
+}
+
+// Agent runs the modules of one node.
+type Agent struct {
+	opts    Options
+	logger  hclog.Logger
+	runners map[string]*moduleRunner
+	names   []string
+}
+
+var _ httpapi.Backend = (*Agent)(nil)
+
+// New prepares the agent: state directories, machines, plugin instances.
+// Nothing runs until Run.
+func New(ctx context.Context, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "halo", Output: os.Stderr})
+	}
+	if opts.Socket == "" {
+		opts.Socket = filepath.Join(opts.DataDir, "halo.sock")
+	}
+	a := &Agent{opts: opts, logger: opts.Logger, runners: map[string]*moduleRunner{}}
+	for _, mod := range opts.Modules {
+		if !mod.HasNode(opts.Node) {
+			continue
+		}
+		r, err := a.newRunner(ctx, mod)
+		if err != nil {
+			return nil, fmt.Errorf("module %s: %w", mod.Name, err)
+		}
+		a.runners[mod.Name] = r
+		a.names = append(a.names, mod.Name)
+	}
+	sort.Strings(a.names)
+	return a, nil
+}
+
+func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunner, error) {
+	stateDir := filepath.Join(a.opts.DataDir, mod.Name)
+	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	app, err := a.opts.Plugins.App(ctx, mod)
+	if err != nil {
+		return nil, err
+	}
+	var checkers []Checker
+	for _, c := range mod.Checks {
+		cr, err := a.opts.Plugins.Checker(ctx, mod, c)
+		if err != nil {
+			return nil, err
+		}
+		checkers = append(checkers, Checker{Name: c.Name, Interval: c.Interval, Timeout: c.Timeout, Runner: cr})
+	}
+	ms, err := newMachine(mod, a.opts.Node, filepath.Join(stateDir, "state.json"))
+	if err != nil {
+		return nil, err
+	}
+	r, err := newModuleRunner(mod, a.opts.Node, ms.machine, app, checkers, stateDir, ms.persist, a.logger)
+	if err != nil {
+		return nil, err
+	}
+	r.status.Switches, r.status.Loop.Count = ms.switches, ms.loopCount
+	return r, nil
+}
+
+// Run serves the API and runs every module until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer a.opts.Plugins.Close()
+
+	srv := &http.Server{Handler: httpapi.NewRouter(a), ReadHeaderTimeout: 10 * time.Second}
+	_ = os.Remove(a.opts.Socket) // a stale socket from a crashed agent
+	ln, err := net.Listen("unix", a.opts.Socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.opts.Socket, err)
+	}
+	defer os.Remove(a.opts.Socket)
+	if err := os.Chmod(a.opts.Socket, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("restrict %s: %w", a.opts.Socket, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	if a.opts.APIAddr != "" {
+		tl, err := net.Listen("tcp", a.opts.APIAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", a.opts.APIAddr, err)
+		}
+		go func() { errc <- srv.Serve(tl) }()
+	}
+
+	var wg sync.WaitGroup
+	for _, name := range a.names {
+		r := a.runners[name]
+		wg.Add(1)
+		go func() { defer wg.Done(); r.run(ctx) }()
+	}
+	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.names, "socket", a.opts.Socket)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve API: %w", serveErr)
+	}
+	return nil
+}
+
+func (a *Agent) runner(module string) (*moduleRunner, error) {
+	r, ok := a.runners[module]
+	if !ok {
+		return nil, httpapi.NotFound("no module %q on node %s", module, a.opts.Node)
+	}
+	return r, nil
+}
+
+// Version implements httpapi.Backend.
+func (a *Agent) Version() api.VersionInfo {
+	v := api.VersionInfo{Version: a.opts.Version, Node: a.opts.Node}
+	if a.opts.Cluster != nil {
+		v.Cluster = a.opts.Cluster.Name
+	}
+	return v
+}
+
+// Modules implements httpapi.Backend.
+func (a *Agent) Modules() []api.ModuleStatus {
+	out := make([]api.ModuleStatus, 0, len(a.names))
+	for _, n := range a.names {
+		out = append(out, a.runners[n].snapshot(false))
+	}
+	return out
+}
+
+// Module implements httpapi.Backend.
+func (a *Agent) Module(name string) (api.ModuleStatus, error) {
+	r, err := a.runner(name)
+	if err != nil {
+		return api.ModuleStatus{}, err
+	}
+	return r.snapshot(true), nil
+}
+
+// Command implements httpapi.Backend.
+func (a *Agent) Command(ctx context.Context, module string, req api.CommandRequest) (api.CommandResult, error) {
+	r, err := a.runner(module)
+	if err != nil {
+		return api.CommandResult{}, err
+	}
+	kind, err := core.ParseCommand(req.Command)
+	if err != nil {
+		return api.CommandResult{}, httpapi.BadRequest("%v", err)
+	}
+	if req.Checker != "" && r.mod.Check(req.Checker) == nil {
+		return api.CommandResult{}, httpapi.NotFound("module %s has no checker %q", module, req.Checker)
+	}
+	cmd := core.Command{At: time.Now(), Kind: kind, FullSync: req.FullSync, Checker: req.Checker, Origin: "api"}
+	if err := r.command(ctx, cmd); err != nil {
+		return api.CommandResult{}, err
+	}
+	return api.CommandResult{Module: module, Node: a.opts.Node, Text: kind.String() + " accepted"}, nil
+}
+
+// Events implements httpapi.Backend.
+func (a *Agent) Events(module string, after uint64, limit int) ([]api.Event, error) {
+	r, err := a.runner(module)
+	if err != nil {
+		return nil, err
+	}
+	return r.events.since(after, limit), nil
+}
+
+// Subscribe implements httpapi.Backend.
+func (a *Agent) Subscribe(module string, after uint64) (<-chan api.Event, func(), error) {
+	r, err := a.runner(module)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, cancel := r.events.subscribe(after)
+	return ch, cancel, nil
+}
+
+// Resource implements httpapi.Backend.
+func (a *Agent) Resource(module, name string) (api.Resource, error) {
+	r, err := a.runner(module)
+	if err != nil {
+		return api.Resource{}, err
+	}
+	v, ok := r.resource(name)
+	if !ok {
+		return api.Resource{}, httpapi.NotFound("module %s has no resource %q", module, name)
+	}
+	return v, nil
+}
+
+// SetResource implements httpapi.Backend.
+func (a *Agent) SetResource(module, name string, set api.ResourceSet) error {
+	r, err := a.runner(module)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return r.setResource(ctx, name, set)
+}
+
+// Plugins implements httpapi.Backend.
+func (a *Agent) Plugins() []api.PluginInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return a.opts.Plugins.List(ctx)
+}

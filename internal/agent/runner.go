@@ -1,0 +1,328 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/httpapi"
+	"github.com/halo-ha/halo/sdk/api"
+)
+
+// Machine is a core state machine (core/farm, core/mirror) as the runner
+// drives it.
+type Machine interface {
+	Step(core.Event) []core.Action
+}
+
+// AppRunner runs the module's application scripts (the app plugin).
+type AppRunner interface {
+	// Run runs one script to its end. output receives each line it prints.
+	Run(ctx context.Context, r ScriptRun, output func(stream, line string)) (core.ScriptOutcome, string)
+}
+
+// ScriptRun is one script execution asked by the machine.
+type ScriptRun struct {
+	Script  string
+	Args    []string // current state, next state, action
+	Force   bool
+	Timeout time.Duration
+}
+
+// CheckerRunner runs one checker instance (a checker plugin).
+type CheckerRunner interface {
+	Check(ctx context.Context) (core.CheckStatus, string)
+}
+
+// Checker is a checker instance with its timing.
+type Checker struct {
+	Name     string
+	Interval time.Duration
+	Timeout  time.Duration
+	Runner   CheckerRunner
+}
+
+// tickEvery is how often the runner feeds the machine the time. Machines
+// evaluate their timeouts on ticks, so this bounds timer precision.
+const tickEvery = 100 * time.Millisecond
+
+// moduleRunner owns one module's machine: a single goroutine steps it with
+// events (ticks, checker results, script completions, commands) and
+// executes the actions, so the machine never sees concurrent calls.
+type moduleRunner struct {
+	mod      *config.Module
+	node     string
+	logger   hclog.Logger
+	machine  Machine
+	app      AppRunner
+	checkers []Checker
+	stateDir string
+	events   *eventLog
+
+	// persist encodes the machine's Persist payload to disk and returns
+	// what the API shows of it.
+	persist persistFunc
+
+	in   chan core.Event
+	cmds chan commandReq
+
+	mu        sync.Mutex
+	status    api.ModuleStatus
+	resources map[string]api.Resource
+
+	scripts sync.WaitGroup
+}
+
+type commandReq struct {
+	cmd   core.Command
+	reply chan error
+}
+
+func newModuleRunner(mod *config.Module, node string, m Machine, app AppRunner, checkers []Checker,
+	stateDir string, persist persistFunc, logger hclog.Logger) (*moduleRunner, error) {
+	el, err := openEventLog(filepath.Join(stateDir, "events.jsonl"), mod.Name, node)
+	if err != nil {
+		return nil, err
+	}
+	r := &moduleRunner{
+		mod: mod, node: node, logger: logger.Named(mod.Name), machine: m, app: app,
+		checkers: checkers, stateDir: stateDir, events: el, persist: persist,
+		in:        make(chan core.Event, 64),
+		cmds:      make(chan commandReq),
+		resources: map[string]api.Resource{},
+		status: api.ModuleStatus{
+			Module: mod.Name, Kind: string(mod.Kind), Node: node,
+			State: core.Stop.String(), Readiness: core.NotReady.String(), Since: time.Now().UTC(),
+			Loop: api.LoopInfo{Max: mod.MaxLoop, Interval: mod.LoopInterval.String()},
+		},
+	}
+	for _, c := range checkers {
+		r.resources["checker."+c.Name] = api.Resource{Value: core.CheckInit.String(), Since: time.Now().UTC()}
+	}
+	return r, nil
+}
+
+// run steps the machine until ctx ends. Checkers run in their own
+// goroutines and report through r.in.
+func (r *moduleRunner) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, c := range r.checkers {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.runChecker(ctx, c) }()
+	}
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	r.step(ctx, core.Tick{Now: time.Now()})
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			r.scripts.Wait()
+			r.events.close()
+			return
+		case now := <-t.C:
+			r.step(ctx, core.Tick{Now: now})
+		case ev := <-r.in:
+			r.step(ctx, ev)
+		case req := <-r.cmds:
+			req.reply <- r.step(ctx, req.cmd)
+		}
+	}
+}
+
+// step feeds one event and executes the resulting actions in order. It
+// returns the refusal of a command, if any.
+func (r *moduleRunner) step(ctx context.Context, ev core.Event) error {
+	var refused error
+	for _, a := range r.machine.Step(ev) {
+		switch a := a.(type) {
+		case core.Persist:
+			// The machine asked for this to be durable before what follows;
+			// if it cannot be, acting anyway could contradict the state a
+			// restart would resume from.
+			sw, loops, err := r.persist(a.Data)
+			if err != nil {
+				r.events.add("log", "error", "cannot persist module state: "+err.Error())
+				r.logger.Error("persist failed", "error", err)
+				continue
+			}
+			r.mu.Lock()
+			r.status.Switches, r.status.Loop.Count = sw, loops
+			r.mu.Unlock()
+		case core.EnterState:
+			r.enter(a)
+		case core.Log:
+			r.events.add("log", a.Level, a.Text)
+			r.logger.Info(a.Text, "level", a.Level)
+		case core.RunScript:
+			r.startScript(ctx, a)
+		case core.Refuse:
+			refused = httpapi.Conflict("%s refused: %s", a.Command, a.Reason)
+			r.events.add("command", "warn", fmt.Sprintf("%s refused: %s", a.Command, a.Reason))
+		case core.SetVIP, core.UnsetVIP, core.SetBalancing, core.ClearBalancing, core.CheckWitness:
+			// Farm and mirror networking land with their issues; a light
+			// module never emits these.
+			r.events.add("log", "error", fmt.Sprintf("action %T is not supported by this agent yet", a))
+		default:
+			r.events.add("log", "error", fmt.Sprintf("unknown action %T", a))
+		}
+	}
+	return refused
+}
+
+func (r *moduleRunner) enter(a core.EnterState) {
+	r.mu.Lock()
+	prev := r.status.State + " " + r.status.Readiness
+	r.status.State, r.status.Readiness = a.State.String(), a.Readiness.String()
+	r.status.ExitCode = a.State.ExitCode()
+	r.status.Reason = a.Cause
+	r.status.Since = time.Now().UTC()
+	r.mu.Unlock()
+	r.events.add("state", "info", fmt.Sprintf("%s -> %s %s: %s", prev, a.State, a.Readiness, a.Cause))
+	r.logger.Info("state", "state", a.State, "readiness", a.Readiness, "cause", a.Cause)
+}
+
+func isStopScript(name string) bool {
+	return strings.HasPrefix(name, "stop") || name == "poststop"
+}
+
+func (r *moduleRunner) startScript(ctx context.Context, a core.RunScript) {
+	run := ScriptRun{Script: a.Script, Args: a.Args, Force: a.Force, Timeout: r.mod.App.StartTimeout}
+	if isStopScript(a.Script) {
+		run.Timeout = r.mod.App.StopTimeout
+	}
+	desc := a.Script + " " + strings.Join(a.Args, " ")
+	if a.Force {
+		desc += " (force)"
+	}
+	r.events.add("script", "info", "run "+desc)
+	r.scripts.Add(1)
+	go func() {
+		defer r.scripts.Done()
+		outcome, msg := r.app.Run(ctx, run, func(stream, line string) {
+			r.events.add("output", "info", a.Script+": "+line)
+		})
+		level := "info"
+		if outcome != core.ScriptOK {
+			level = "error"
+		}
+		r.events.add("script", level, fmt.Sprintf("%s %s: %s", a.Script, outcome, msg))
+		select {
+		case r.in <- core.ScriptDone{At: time.Now(), ID: a.ID, Outcome: outcome, Message: msg}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
+	t := time.NewTicker(c.Interval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		st, msg := c.Runner.Check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		// init means the checker has no result of its own yet: a
+		// long-running custom checker reports through `halo resource set`
+		// instead, and its periodic answer must not overwrite that.
+		if st != core.CheckInit {
+			r.report(ctx, c.Name, st, msg)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// report records a checker result as the resource checker.<name> and feeds
+// it to the machine.
+func (r *moduleRunner) report(ctx context.Context, name string, st core.CheckStatus, msg string) {
+	key := "checker." + name
+	r.mu.Lock()
+	old := r.resources[key]
+	if old.Value != st.String() || old.Message != msg {
+		r.resources[key] = api.Resource{Value: st.String(), Message: msg, Since: time.Now().UTC()}
+	}
+	r.mu.Unlock()
+	if old.Value != st.String() {
+		r.events.add("log", "info", fmt.Sprintf("checker %s: %s -> %s %s", name, old.Value, st, msg))
+	}
+	select {
+	case r.in <- core.CheckerResult{At: time.Now(), Name: name, Status: st, Message: msg}:
+	case <-ctx.Done():
+	}
+}
+
+// command runs an admin command through the machine and returns its
+// refusal, if any.
+func (r *moduleRunner) command(ctx context.Context, cmd core.Command) error {
+	req := commandReq{cmd: cmd, reply: make(chan error, 1)}
+	select {
+	case r.cmds <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.events.add("command", "info", fmt.Sprintf("%s from %s", cmd.Kind, cmd.Origin))
+	select {
+	case err := <-req.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *moduleRunner) snapshot(withResources bool) api.ModuleStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
+	if withResources {
+		s.Resources = make(map[string]api.Resource, len(r.resources))
+		for k, v := range r.resources {
+			s.Resources[k] = v
+		}
+	}
+	return s
+}
+
+func (r *moduleRunner) resource(name string) (api.Resource, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.resources[name]
+	return v, ok
+}
+
+// setResource sets a resource from the API. checker.<name> resources feed
+// the machine like a checker result (long-running custom checkers report
+// this way).
+func (r *moduleRunner) setResource(ctx context.Context, name string, set api.ResourceSet) error {
+	if cname, ok := strings.CutPrefix(name, "checker."); ok {
+		st, err := core.ParseCheckStatus(set.Value)
+		if err != nil {
+			return httpapi.BadRequest("resource %s: %v", name, err)
+		}
+		if !r.hasChecker(cname) {
+			return httpapi.NotFound("module %s has no checker %q", r.mod.Name, cname)
+		}
+		r.report(ctx, cname, st, set.Message)
+		return nil
+	}
+	r.mu.Lock()
+	r.resources[name] = api.Resource{Value: set.Value, Message: set.Message, Since: time.Now().UTC()}
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *moduleRunner) hasChecker(name string) bool {
+	return r.mod.Check(name) != nil
+}
