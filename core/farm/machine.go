@@ -36,7 +36,8 @@ type Machine struct {
 	// table is the owner's bucket table: ours while we hold the VIP, else
 	// the one the owner announced (the starting point if we take over).
 	table        core.BucketTable
-	allocatedFor map[string]int // serving set m.table was allocated for, while we own it
+	allocatedFor map[string]int    // serving set m.table was allocated for, while we own it
+	announced    *core.BucketTable // immutable copy of table handed out by Announce
 
 	out []core.Action // actions of the current step
 }

@@ -109,7 +109,7 @@ func (m *Machine) reconcileOwnership() {
 	case owner == self && !m.holdsVIP:
 		m.holdsVIP = true
 		m.allocatedFor = m.serving()
-		m.table = Allocate(m.table, m.allocatedFor)
+		m.setTable(Allocate(m.table, m.allocatedFor))
 		m.log("info", "taking the VIP and the balancing rules: "+why)
 		// Rules first: a flow that reaches the VIP must find its bucket.
 		m.emit(core.SetBalancing{Owner: self, Buckets: m.table})
@@ -133,14 +133,21 @@ func (m *Machine) reconcileOwnership() {
 		if serving := m.serving(); !maps.Equal(serving, m.allocatedFor) {
 			m.allocatedFor = serving
 			if next := Allocate(m.table, serving); next != m.table {
-				m.table = next
+				m.setTable(next)
 				m.emit(core.SetBalancing{Owner: self, Buckets: m.table})
 			}
 		}
 		return
 	}
 	if mem, ok := m.members[owner]; ok && mem.owner && mem.buckets != nil {
-		m.table = *mem.buckets
+		m.setTable(*mem.buckets)
+	}
+}
+
+func (m *Machine) setTable(t core.BucketTable) {
+	if t != m.table {
+		m.table = t
+		m.announced = nil
 	}
 }
 
@@ -238,13 +245,17 @@ func (m *Machine) Status() Status {
 
 // Announce is what this node tells the other members about itself (the
 // agent puts it in its memberlist metadata): state, readiness, power, and,
-// when it owns the VIP, the table it installed. Cheaper than Status.
+// when it owns the VIP, the table it installed. Cheaper than Status: the
+// table is shared between calls until it changes, and must not be modified.
 func (m *Machine) Announce() core.MemberUpdate {
 	u := core.MemberUpdate{Node: m.cfg.Node, State: m.state, Readiness: m.ready,
 		Power: m.cfg.power(m.cfg.Node), Owner: m.holdsVIP}
 	if m.holdsVIP {
-		t := m.table
-		u.Buckets = &t
+		if m.announced == nil {
+			t := m.table
+			m.announced = &t
+		}
+		u.Buckets = m.announced
 	}
 	return u
 }

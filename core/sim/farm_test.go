@@ -3,7 +3,10 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,13 +63,38 @@ func TestFarmSim(t *testing.T) {
 	if n, ok := flagValue(t, "seeds"); ok {
 		seeds = n
 	}
-	var total FarmReport
+	// Seeds are independent and each run is deterministic: run them on
+	// every core, then report the lowest failing seed.
 	start := time.Now()
+	reports := make([]FarmReport, seeds+1)
+	errs := make([]error, seeds+1)
+	var next atomic.Uint64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				seed := next.Add(1)
+				if seed > seeds {
+					return
+				}
+				reports[seed], errs[seed] = RunFarm(FarmOptions{Seed: seed})
+				if errs[seed] != nil {
+					failed.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var total FarmReport
 	for seed := uint64(1); seed <= seeds; seed++ {
-		rep := runFarmSeed(t, seed, false)
-		if t.Failed() {
+		if errs[seed] != nil {
+			runFarmSeed(t, seed, false) // replays it with a trace and fails
 			return
 		}
+		rep := reports[seed]
 		total.MachineSteps += rep.MachineSteps
 		total.ConvergedChecks += rep.ConvergedChecks
 		total.Crashes += rep.Crashes
