@@ -288,8 +288,12 @@ func (a *attrDecoder) mapEntries(name string, ty cty.Type, want string) ([]entry
 	good := true
 	for _, p := range pairs {
 		kv, kds := p.Key.Value(nil)
-		if kds.HasErrors() || kv.IsNull() || !kv.IsWhollyKnown() {
-			a.add(kds)
+		if kds.HasErrors() {
+			a.add(kds) // HCL says why (e.g. variables are not allowed)
+			good = false
+			continue
+		}
+		if kv.IsNull() || !kv.IsWhollyKnown() {
 			a.errorf(p.Key.Range(), "Invalid key", "The keys of %s must be names or strings.", name)
 			good = false
 			continue
