@@ -1,0 +1,767 @@
+package mirror
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/core/journal"
+)
+
+// reconcile takes the decision the current situation calls for. It reports
+// whether it started a transition.
+func (m *Machine) reconcile() bool {
+	if m.state == core.Stop {
+		return false
+	}
+	if m.checkerAction() {
+		return true
+	}
+	switch m.state {
+	case core.Wait:
+		return m.reconcileWait()
+	case core.Second:
+		return m.reconcileSecond()
+	case core.Alone:
+		return m.reconcileAlone()
+	case core.Prim:
+		return m.reconcilePrim()
+	}
+	return false
+}
+
+// ---- election ----
+
+type decision struct {
+	winner string // "" = nobody can be chosen automatically
+	why    string
+	admin  bool
+	basis  Basis
+}
+
+// elect chooses which of two non-serving nodes that see each other should
+// serve. It is symmetric (both nodes compute it from their own status and
+// the other's heartbeat and must agree) and depends only on facts that do
+// not change while both wait: generations, roles, eligibility.
+func elect(x, y PeerStatus, cfg Config) decision {
+	a, b := x, y
+	if a.Node > b.Node {
+		a, b = b, a
+	}
+	var best []PeerStatus
+	why, basis := "", BasisNewest
+	switch {
+	case a.Forced != b.Forced:
+		f := a
+		if b.Forced {
+			f = b
+		}
+		best, why, basis = []PeerStatus{f}, fmt.Sprintf("%s's data was imposed by primforce", f.Node), BasisForced
+	case a.Yield != b.Yield:
+		k, y := a, b
+		if a.Yield {
+			k, y = b, a
+		}
+		best, why, basis = []PeerStatus{k}, fmt.Sprintf("halo second was run on %s", y.Node), BasisAdmin
+	default:
+		switch journal.Compare(a.Gen, b.Gen) {
+		case journal.Same:
+			best, why = []PeerStatus{a, b}, "same data on both nodes"
+		case journal.ANewer:
+			best, why = []PeerStatus{a}, fmt.Sprintf("%s has the newest data", a.Node)
+		case journal.BNewer:
+			best, why = []PeerStatus{b}, fmt.Sprintf("%s has the newest data", b.Node)
+		case journal.SplitBrain:
+			w := splitBrainWinner(a, b, cfg)
+			best, basis = []PeerStatus{w}, BasisPolicy
+			why = fmt.Sprintf("split brain: both nodes served since generation %016x; %s wins by policy %s", journal.CommonAncestor(a.Gen, b.Gen), w.Node, cfg.SplitBrainWinner)
+		case journal.Unrelated:
+			switch {
+			case a.Gen.IsZero() && !b.Gen.IsZero():
+				best, why = []PeerStatus{b}, fmt.Sprintf("%s has no data yet", a.Node)
+			case b.Gen.IsZero() && !a.Gen.IsZero():
+				best, why = []PeerStatus{a}, fmt.Sprintf("%s has no data yet", b.Node)
+			default:
+				return decision{admin: true, why: fmt.Sprintf("data may not be up to date: %s and %s hold unrelated data (new module, or a replaced disk): run halo prim on the node with the good data", a.Node, b.Node)}
+			}
+		}
+	}
+	var usable, able []PeerStatus
+	for _, s := range best {
+		if !s.Inconsistent {
+			usable = append(usable, s)
+		}
+	}
+	if len(usable) == 0 {
+		return decision{admin: true, why: fmt.Sprintf("the newest data, on %s, is inconsistent (a resync was interrupted): run halo primforce on the node whose data should be kept", best[0].Node)}
+	}
+	for _, s := range usable {
+		if s.CanServe {
+			able = append(able, s)
+		}
+	}
+	if len(able) == 0 {
+		s := usable[0]
+		return decision{admin: s.State == core.Stop, why: fmt.Sprintf("%s has the newest data but cannot serve: %s", s.Node, s.Blocker)}
+	}
+	w := able[0]
+	if len(able) == 2 {
+		w = preferred(able[0], able[1], cfg)
+		why += fmt.Sprintf("; %s %s", w.Node, preferenceReason(w, cfg))
+	}
+	return decision{winner: w.Node, why: why, basis: basis}
+}
+
+func wasServing(s PeerStatus) bool { return s.Role == core.Alone || s.Role == core.Prim }
+
+// preferred picks between two nodes holding the same data: the previous
+// primary (roles resume), then the default primary, then the first name.
+func preferred(a, b PeerStatus, cfg Config) PeerStatus {
+	if wasServing(a) != wasServing(b) {
+		if wasServing(a) {
+			return a
+		}
+		return b
+	}
+	if cfg.DefaultPrimary == b.Node {
+		return b
+	}
+	return a
+}
+
+func preferenceReason(w PeerStatus, cfg Config) string {
+	switch {
+	case wasServing(w):
+		return fmt.Sprintf("was %s: previous roles resume", w.Role)
+	case cfg.DefaultPrimary == w.Node:
+		return "is the default primary"
+	}
+	return "comes first by name"
+}
+
+// splitBrainWinner applies the split-brain policy to two nodes whose data
+// diverged.
+func splitBrainWinner(a, b PeerStatus, cfg Config) PeerStatus {
+	if a.Node > b.Node {
+		a, b = b, a
+	}
+	pick := cfg.SplitBrainWinner
+	if pick == WinnerDefaultPrimary {
+		pick = cfg.DefaultPrimary
+	}
+	switch pick {
+	case a.Node:
+		return a
+	case b.Node:
+		return b
+	}
+	// longest_alone: the node that started serving alone first has probably
+	// taken most of the clients' work. A node that never served alone loses.
+	switch {
+	case !a.AloneSince.IsZero() && (b.AloneSince.IsZero() || a.AloneSince.Before(b.AloneSince)):
+		return a
+	case !b.AloneSince.IsZero() && (a.AloneSince.IsZero() || b.AloneSince.Before(a.AloneSince)):
+		return b
+	}
+	return a
+}
+
+// waitNote records why a non-serving node does not move: the WAIT reason,
+// or an event-log line for a SECOND.
+func (m *Machine) waitNote(text string, admin bool) {
+	if m.state == core.Wait {
+		m.setReason(text, admin)
+		return
+	}
+	m.noteOnce("info", text)
+}
+
+// electAndServe: this node (WAIT or SECOND) and its peer see each other and
+// neither serves. Serve if both elect this node.
+func (m *Machine) electAndServe(situation string) bool {
+	d := elect(m.self(), m.peer, m.cfg)
+	switch {
+	case d.winner == m.cfg.Node && m.peer.Vote == m.cfg.Node:
+		m.goAlone(fmt.Sprintf("%s; %s elected to serve: %s", situation, m.cfg.Node, d.why), "start", d.basis)
+		return true
+	case d.winner == m.cfg.Node:
+		m.waitNote(fmt.Sprintf("%s; elected to serve (%s), waiting for %s to agree", situation, d.why, m.cfg.Peer), false)
+	case d.winner == m.cfg.Peer:
+		m.waitNote(fmt.Sprintf("%s; %s should serve (%s), waiting for it", situation, m.cfg.Peer, d.why), false)
+	default:
+		m.waitNote(d.why, d.admin)
+	}
+	return false
+}
+
+func (m *Machine) peerSituation() string {
+	return fmt.Sprintf("%s is %s", m.cfg.Peer, m.peer.State)
+}
+
+// ---- WAIT ----
+
+func (m *Machine) reconcileWait() bool {
+	if c := m.forbidder(core.Alone); c != nil && m.forbidder(core.Second) != nil {
+		m.setReason(m.checkerReason(c)+": holding in WAIT until it is up", false)
+		return false
+	}
+	if m.inGrace() {
+		m.setReason(fmt.Sprintf("waiting for a heartbeat from %s", m.cfg.Peer), false)
+		return false
+	}
+	if m.peerAlive {
+		if m.peer.State.Serving() {
+			return m.joinServing()
+		}
+		return m.electAndServe(m.peerSituation())
+	}
+	return m.aloneWithoutPeer()
+}
+
+// aloneWithoutPeer: WAIT and the peer is absent.
+func (m *Machine) aloneWithoutPeer() bool {
+	if m.p.Inconsistent {
+		m.setReason(fmt.Sprintf("data on %s is inconsistent (a resync from %s was interrupted): waiting for %s; halo primforce serves this data anyway and forces a full resync of %s later", m.cfg.Node, m.cfg.Peer, m.cfg.Peer, m.cfg.Peer), true)
+		return false
+	}
+	if m.yield {
+		m.setReason(fmt.Sprintf("halo second was run: waiting for %s to serve", m.cfg.Peer), false)
+		return false
+	}
+	if c := m.forbidder(core.Alone); c != nil {
+		m.setReason(m.checkerReason(c)+": holding in WAIT until it is up", false)
+		return false
+	}
+	if m.witness.down {
+		m.setReason(m.witnessReason(), true)
+		return false
+	}
+	ok, basis, why := m.aloneAllowed()
+	if !ok {
+		m.setReason(why, false)
+		return false
+	}
+	if m.cfg.Witness && !m.witnessOK() {
+		m.askWitness()
+		m.setReason(why+"; checking the split-brain witness first", false)
+		return false
+	}
+	m.goAlone(why, "start", basis)
+	return true
+}
+
+// aloneAllowed tells whether this node may serve while its peer is absent.
+func (m *Machine) aloneAllowed() (bool, Basis, string) {
+	absent := m.lostCause
+	if !m.peerKnown || absent == "" {
+		absent = fmt.Sprintf("%s not seen since %s started", m.cfg.Peer, m.cfg.Node)
+	}
+	switch {
+	case m.p.Role == core.Alone:
+		return true, BasisNewest, fmt.Sprintf("%s; %s was ALONE when it stopped: its data is the newest", absent, m.cfg.Node)
+	case m.inSyncAtLoss && !m.failoverOff():
+		return true, BasisNewest, fmt.Sprintf("%s; %s was in sync when %s was lost", absent, m.cfg.Node, m.cfg.Peer)
+	case m.failoverOff():
+		return false, BasisNone, fmt.Sprintf("%s; failover is off: only halo prim promotes %s", absent, m.cfg.Node)
+	case m.cfg.SyncDelta > 0 && !m.p.LastInSync.IsZero() && m.now.Sub(m.p.LastInSync) <= m.cfg.SyncDelta:
+		return true, BasisSyncDelta, fmt.Sprintf("%s; sync_delta %v allows it: last in sync with %s %v ago", absent, m.cfg.SyncDelta, m.cfg.Peer, m.now.Sub(m.p.LastInSync).Round(time.Millisecond))
+	}
+	role := "never running"
+	if m.p.Role != core.Stop {
+		role = m.p.Role.String()
+	}
+	return false, BasisNone, fmt.Sprintf("data may not be up to date: %s; %s was %s when it stopped: waiting for %s (halo prim here if %s is lost for good)", absent, m.cfg.Node, role, m.cfg.Peer, m.cfg.Peer)
+}
+
+// ---- SECOND ----
+
+func (m *Machine) reconcileSecond() bool {
+	if m.handover && m.peerAlive && m.peer.State.Serving() {
+		m.handover = false
+	}
+	if m.resync != nil || m.p.Inconsistent {
+		return m.reconcileResyncing()
+	}
+	if !m.peerAlive {
+		return m.failover(m.lostCause)
+	}
+	switch {
+	case m.peer.State.Serving():
+		if journal.Compare(m.peer.Gen, m.p.Gen) == journal.Same {
+			m.stampInSync()
+			return false
+		}
+		return m.joinServing()
+	case m.handover:
+		return false // our own swap handover: the peer takes over
+	case m.peer.State == core.Second && m.peer.Handover && journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same:
+		m.takeOver(fmt.Sprintf("swap: %s stopped its application and hands over", m.cfg.Peer))
+		return true
+	case m.peer.State != core.Second && m.failoverOff():
+		m.inSyncAtLoss = true
+		m.toWait(fmt.Sprintf("%s; failover is off: run halo prim to promote %s", m.peerSituation(), m.cfg.Node), true)
+		return true
+	}
+	return m.electAndServe(m.peerSituation())
+}
+
+// reconcileResyncing: SECOND whose data is not yet the source's.
+func (m *Machine) reconcileResyncing() bool {
+	if !m.peerAlive || !m.peer.State.Serving() {
+		what := m.lostCause
+		if m.peerAlive {
+			what = m.peerSituation()
+		}
+		m.toWait(fmt.Sprintf("resync from %s interrupted (%s): data on %s inconsistent until a resync completes", m.cfg.Peer, what, m.cfg.Node), false)
+		return true
+	}
+	if m.resync != nil {
+		if m.peer.Gen.Current != m.resync.source.Current {
+			m.logf("warn", "%s changed generation during the resync (%v -> %v): restarting it", m.cfg.Peer, m.resync.source, m.peer.Gen)
+			return m.joinServing()
+		}
+		return false
+	}
+	if m.now.Before(m.resyncRetryAt) {
+		return false
+	}
+	return m.joinServing()
+}
+
+// failover: consistent SECOND whose peer vanished.
+func (m *Machine) failover(cause string) bool {
+	if m.failoverOff() {
+		m.inSyncAtLoss = true
+		m.toWait(fmt.Sprintf("%s; failover is off: run halo prim to promote %s", cause, m.cfg.Node), true)
+		return true
+	}
+	if c := m.forbidder(core.Alone); c != nil {
+		m.inSyncAtLoss = true
+		m.toWait(fmt.Sprintf("%s; %s: cannot take over", cause, m.checkerReason(c)), false)
+		return true
+	}
+	if m.cfg.Witness {
+		if m.witness.down {
+			m.inSyncAtLoss = true
+			m.toWait(m.witnessReason(), true)
+			return true
+		}
+		if !m.witnessOK() {
+			m.askWitness()
+			return false
+		}
+	}
+	m.goAlone(cause+": failover", "failover", BasisNewest)
+	return true
+}
+
+// joinServing: WAIT or SECOND, the peer serves and this node's data is not
+// known equal to it: become its SECOND with the right kind of resync.
+func (m *Machine) joinServing() bool {
+	if c := m.forbidder(core.Second); c != nil {
+		if m.state == core.Wait {
+			m.setReason(m.checkerReason(c)+": holding in WAIT until it is up", false)
+			return false
+		}
+		m.toWait(m.checkerReason(c)+": holding in WAIT until it is up", false)
+		return true
+	}
+	rel := journal.Compare(m.peer.Gen, m.p.Gen) // a = peer
+	divergent := !m.p.Gen.IsZero()
+	var full, quarantine bool
+	var why string
+	switch {
+	case m.peer.Forced:
+		full = true
+		quarantine = divergent && rel != journal.ANewer && rel != journal.Same
+		why = fmt.Sprintf("%s serves data imposed by primforce", m.cfg.Peer)
+	case rel == journal.ANewer || rel == journal.Same:
+		full = m.p.Inconsistent && m.p.ResyncFull
+		why = fmt.Sprintf("%s serves newer data (generation %v)", m.cfg.Peer, m.peer.Gen)
+	case rel == journal.SplitBrain:
+		full, quarantine = true, true
+		why = fmt.Sprintf("split brain: %s and %s both served since generation %016x; %s serves, this node's divergent files are quarantined", m.cfg.Node, m.cfg.Peer, journal.CommonAncestor(m.p.Gen, m.peer.Gen), m.cfg.Peer)
+		m.logf("error", "%s", why)
+	case rel == journal.Unrelated:
+		full, quarantine = true, divergent
+		why = fmt.Sprintf("%s serves data unrelated to this node's", m.cfg.Peer)
+	case m.yield:
+		full, quarantine = true, true
+		why = fmt.Sprintf("halo second: %s discards its newer changes (quarantined)", m.cfg.Node)
+	default: // this node holds newer data than what the peer serves
+		reason := fmt.Sprintf("%s serves older data (generation %v) than %s's (%v): run halo second here to discard this node's changes (they are quarantined), or stop %s", m.cfg.Peer, m.peer.Gen, m.cfg.Node, m.p.Gen, m.cfg.Peer)
+		if m.state == core.Wait {
+			m.setReason(reason, true)
+			return false
+		}
+		m.toWait(reason, true)
+		return true
+	}
+	if m.yield && m.yieldFull {
+		full = true
+	}
+	m.becomeSecond(why, full, quarantine)
+	return true
+}
+
+// ---- ALONE / PRIM ----
+
+func (m *Machine) reconcileAlone() bool {
+	peerSecond := m.peerAlive && m.peer.State == core.Second
+	if !peerSecond {
+		m.ensureRepl(ReplNone)
+		if m.p.Shared {
+			// The peer was resyncing from us and may have adopted our
+			// generation before leaving: what we write from now on must
+			// not carry the same identifier.
+			m.persist(func(p *Persistent) { m.fork(p) })
+		}
+	}
+	if !m.peerAlive {
+		return false
+	}
+	if m.peer.State.Serving() {
+		return m.resolveConflict()
+	}
+	if !peerSecond {
+		return false
+	}
+	same := journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same
+	if !m.p.Shared && (same || m.peer.Inconsistent) {
+		// The peer resyncs from us (or holds our generation already): it
+		// may adopt Gen, so serving without it later must fork.
+		m.persist(func(p *Persistent) { p.Shared = true })
+	}
+	m.ensureRepl(ReplSource)
+	if same && !m.peer.Inconsistent && m.peer.Readiness == core.Ready {
+		m.toPrim()
+		return true
+	}
+	return false
+}
+
+func (m *Machine) reconcilePrim() bool {
+	if !m.peerAlive {
+		cause := m.lostCause
+		if m.cfg.Witness {
+			if m.witness.down {
+				m.toWait(m.witnessReason(), true)
+				return true
+			}
+			if !m.witnessOK() {
+				m.askWitness()
+				return false
+			}
+		}
+		m.primToAlone(cause + ": application keeps running, changes journaled for the resync")
+		return true
+	}
+	if m.peer.State.Serving() {
+		return m.resolveConflict()
+	}
+	if m.peer.State != core.Second || m.peer.Inconsistent || journal.Compare(m.p.Gen, m.peer.Gen) != journal.Same {
+		m.primToAlone(fmt.Sprintf("%s is %s/%s: replication stopped, changes journaled", m.cfg.Peer, m.peer.State, m.peer.Readiness))
+		return true
+	}
+	// A stall alone does not tell a stuck replication link from a dead or
+	// cut-off peer: degrade only on a heartbeat received after the stall
+	// was reported, which shows the peer alive and not serving. Otherwise
+	// the heartbeat timeout decides, with the witness if there is one.
+	if !m.stallSince.IsZero() && m.now.Sub(m.stallSince) >= m.cfg.StallTimeout && m.peerFresh() && m.peerHeard.After(m.stallReported) {
+		m.primToAlone(fmt.Sprintf("replication to %s not acknowledged for %v (stall_timeout %v): degraded to ALONE; %s must resync", m.cfg.Peer, m.now.Sub(m.stallSince).Round(time.Millisecond), m.cfg.StallTimeout, m.cfg.Peer))
+		return true
+	}
+	m.stampInSync()
+	return false
+}
+
+// resolveConflict: both nodes serve and see each other.
+func (m *Machine) resolveConflict() bool {
+	rel := journal.Compare(m.p.Gen, m.peer.Gen)
+	var winner, why string
+	switch {
+	case m.p.Forced != m.peer.Forced:
+		winner = m.cfg.Node
+		if m.peer.Forced {
+			winner = m.cfg.Peer
+		}
+		why = fmt.Sprintf("both nodes serve; %s's data was imposed by primforce", winner)
+	case rel == journal.BNewer:
+		winner = m.cfg.Peer
+		why = fmt.Sprintf("%s took over while %s was unresponsive (its generation %v descends from ours %v)", m.cfg.Peer, m.cfg.Node, m.peer.Gen, m.p.Gen)
+	case rel == journal.ANewer:
+		winner = m.cfg.Node
+		why = fmt.Sprintf("%s serves stale data (generation %v; ours %v descends from it)", m.cfg.Peer, m.peer.Gen, m.p.Gen)
+	default:
+		winner = splitBrainWinner(m.self(), m.peer, m.cfg).Node
+		why = fmt.Sprintf("split brain: %s and %s both served since they parted (generations %v and %v, %s); %s wins by policy %s",
+			m.cfg.Node, m.cfg.Peer, m.p.Gen, m.peer.Gen, rel, winner, m.cfg.SplitBrainWinner)
+	}
+	if winner == m.cfg.Node {
+		m.noteOnce("error", why+fmt.Sprintf("; %s keeps serving, %s must step down", m.cfg.Node, m.cfg.Peer))
+		return false
+	}
+	full := rel != journal.BNewer || m.peer.Forced
+	quarantine := full && rel != journal.BNewer && !m.p.Gen.IsZero()
+	m.logf("error", "%s; %s steps down", why, m.cfg.Node)
+	m.becomeSecond(why, full, quarantine)
+	return true
+}
+
+func (m *Machine) stampInSync() {
+	if m.cfg.SyncDelta <= 0 {
+		return
+	}
+	every := max(m.cfg.SyncDelta/10, time.Second)
+	if m.now.Sub(m.p.LastInSync) >= every {
+		m.persist(func(p *Persistent) { p.LastInSync = m.now })
+	}
+}
+
+// fork starts a new data generation if the current one may be held by the
+// peer (or there is none). Call inside persist.
+func (m *Machine) fork(p *Persistent) {
+	if !p.Shared && !p.Gen.IsZero() {
+		return
+	}
+	old := p.Gen
+	p.Gen = old.Fork(journal.NewID(m.cfg.Node, m.now, old.Current))
+	p.Shared = false
+	m.logf("info", "new data generation %v (from %v): changes made from now on are not on %s", p.Gen, old, m.cfg.Peer)
+}
+
+// ---- transitions ----
+
+// goAlone starts serving without a SECOND.
+func (m *Machine) goAlone(cause, action string, basis Basis) {
+	from := m.state
+	var steps []step
+	if from == core.Second {
+		steps = append(steps, m.scriptStep("stop_second", "ALONE", action), doStep(func() {
+			m.ensureRepl(ReplNone)
+			m.resync = nil
+		}))
+	}
+	steps = append(steps,
+		doStep(func() {
+			m.persist(func(p *Persistent) {
+				m.fork(p)
+				p.Role, p.AloneSince, p.Stopped = core.Alone, m.now, false
+			})
+			m.yield, m.inSyncAtLoss, m.handover = false, false, false
+			m.enter(core.Alone, core.Transient, cause)
+			m.basis = basis
+			m.emit(core.SetVIP{})
+		}),
+		m.scriptStep("start_prim", "ALONE", action),
+		doStep(func() { m.enter(core.Alone, core.Ready, "start_prim done: application serving") }))
+	m.start("go ALONE", steps...)
+}
+
+func (m *Machine) primToAlone(cause string) {
+	m.start("PRIM to ALONE", doStep(func() {
+		m.persist(func(p *Persistent) {
+			m.fork(p)
+			p.Role, p.AloneSince = core.Alone, m.now
+		})
+		m.ensureRepl(ReplNone)
+		m.stallSince = time.Time{}
+		m.enter(core.Alone, core.Ready, cause)
+	}))
+}
+
+func (m *Machine) toPrim() {
+	m.start("ALONE to PRIM", doStep(func() {
+		m.persist(func(p *Persistent) {
+			p.Role, p.Shared, p.Forced, p.LastInSync = core.Prim, true, false, m.now
+		})
+		m.enter(core.Prim, core.Ready, fmt.Sprintf("%s is SECOND and in sync: replication is synchronous", m.cfg.Peer))
+		if m.cfg.DefaultPrimary == m.cfg.Peer {
+			m.swap(fmt.Sprintf("default_primary is %s: swapping back after the resync", m.cfg.Peer))
+		}
+	}))
+}
+
+// becomeSecond makes this node the SECOND of its serving peer, stepping
+// down first if it serves.
+func (m *Machine) becomeSecond(why string, full, quarantine bool) {
+	from := m.state
+	resync := doStep(func() {
+		m.yield, m.yieldFull, m.inSyncAtLoss = false, false, false
+		m.startResync(full, quarantine, why)
+	})
+	switch {
+	case from == core.Second:
+		m.start("resync", doStep(func() { m.enter(core.Second, core.Transient, why) }), resync)
+	case from.Serving():
+		m.start("step down to SECOND",
+			doStep(func() {
+				// The VIP goes first: the peer already serves.
+				m.emit(core.UnsetVIP{})
+				m.persist(func(p *Persistent) { p.Role = core.Second })
+				m.ensureRepl(ReplNone)
+				m.stallSince = time.Time{}
+				m.enter(core.Second, core.Transient, why)
+			}),
+			step{script: "stop_prim", args: []string{from.String(), "SECOND", "stepdown"}},
+			step{script: "start_second", args: []string{from.String(), "SECOND", "resync"}},
+			resync)
+	default:
+		m.start("join as SECOND",
+			doStep(func() {
+				m.persist(func(p *Persistent) { p.Role = core.Second })
+				m.enter(core.Second, core.Transient, why)
+			}),
+			step{script: "start_second", args: []string{from.String(), "SECOND", "resync"}},
+			resync)
+	}
+}
+
+// toWait stops the application (if it runs) and holds the node in WAIT.
+func (m *Machine) toWait(reason string, admin bool) {
+	from := m.state
+	var steps []step
+	switch {
+	case from.Serving():
+		steps = append(steps, m.scriptStep("stop_prim", "WAIT", "wait"), doStep(func() { m.emit(core.UnsetVIP{}) }))
+	case from == core.Second:
+		steps = append(steps, m.scriptStep("stop_second", "WAIT", "wait"))
+	}
+	steps = append(steps, doStep(func() {
+		m.ensureRepl(ReplNone)
+		m.resync, m.handover = nil, false
+		m.stallSince = time.Time{}
+		m.enter(core.Wait, core.NotReady, reason)
+		m.admin = admin
+	}))
+	m.start("go WAIT", steps...)
+}
+
+// stopModule stops the module on this node. stopped is persisted (no start
+// at boot); thenStart starts it again afterwards (stopstart).
+func (m *Machine) stopModule(cause, action string, stopped, force, thenStart bool) {
+	from := m.state
+	args := []string{from.String(), "STOP", action}
+	var steps []step
+	switch {
+	case from.Serving():
+		steps = append(steps, step{script: "stop_prim", args: args, force: force}, doStep(func() { m.emit(core.UnsetVIP{}) }))
+	case from == core.Second:
+		steps = append(steps, step{script: "stop_second", args: args, force: force})
+	}
+	if from != core.Stop {
+		steps = append(steps, step{script: "poststop", args: args})
+	}
+	steps = append(steps, doStep(func() {
+		m.ensureRepl(ReplNone)
+		m.resync, m.handover, m.yield, m.inSyncAtLoss = nil, false, false, false
+		m.witness = witnessState{}
+		m.stallSince = time.Time{}
+		if m.p.Stopped != stopped {
+			m.persist(func(p *Persistent) { p.Stopped = stopped })
+		}
+		m.enter(core.Stop, core.NotReady, cause)
+	}))
+	if thenStart {
+		steps = append(steps, doStep(func() { m.startModule("stopstart: starting again") }))
+	}
+	m.start("stop", steps...)
+}
+
+func (m *Machine) startModule(cause string) {
+	m.start("start",
+		doStep(func() {
+			if m.p.Stopped {
+				m.persist(func(p *Persistent) { p.Stopped = false })
+			}
+			if !m.peerAlive {
+				m.graceUntil = m.now.Add(m.cfg.HeartbeatTimeout)
+			}
+			m.enter(core.Wait, core.Transient, cause)
+		}),
+		step{script: "prestart", args: []string{"STOP", "WAIT", "start"}})
+}
+
+// restartApp restarts the application in place (checker action restart,
+// halo restart).
+func (m *Machine) restartApp(cause string) {
+	s, r := m.state, m.ready
+	stop, start := "stop_second", "start_second"
+	if s.Serving() {
+		stop, start = "stop_prim", "start_prim"
+	}
+	m.start("restart",
+		doStep(func() { m.enter(s, core.Transient, cause) }),
+		m.scriptStep(stop, s.String(), "restart"),
+		m.scriptStep(start, s.String(), "restart"),
+		doStep(func() { m.enter(s, r, "application restarted") }))
+}
+
+func (m *Machine) canSwap() bool {
+	return m.state == core.Prim && m.ready == core.Ready && m.peerAlive &&
+		m.peer.State == core.Second && m.peer.Readiness == core.Ready && !m.peer.Inconsistent &&
+		journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same
+}
+
+// swap hands the application over to the SECOND: stop it here first, then
+// tell the peer.
+func (m *Machine) swap(cause string) {
+	m.start("swap",
+		doStep(func() { m.enter(core.Prim, core.Transient, cause) }),
+		m.scriptStep("stop_prim", "SECOND", "swap"),
+		doStep(func() {
+			m.emit(core.UnsetVIP{})
+			m.persist(func(p *Persistent) { p.Role = core.Second })
+			m.ensureRepl(ReplTarget)
+			m.handover = true
+			m.enter(core.Second, core.Transient, fmt.Sprintf("swap: application stopped, %s takes over", m.cfg.Peer))
+			m.sendPeer(MsgHandover)
+		}),
+		m.scriptStep("start_second", "SECOND", "swap"),
+		doStep(func() { m.enter(core.Second, core.Ready, "swap: secondary started") }))
+}
+
+// takeOver: the peer handed over in a swap.
+func (m *Machine) takeOver(cause string) {
+	m.start("take over",
+		doStep(func() {
+			m.enter(core.Prim, core.Transient, cause)
+			m.basis = BasisNewest
+		}),
+		m.scriptStep("stop_second", "PRIM", "swap"),
+		doStep(func() {
+			m.ensureRepl(ReplSource)
+			m.persist(func(p *Persistent) { p.Role, p.Shared = core.Prim, true })
+			m.emit(core.SetVIP{})
+		}),
+		m.scriptStep("start_prim", "PRIM", "swap"),
+		doStep(func() { m.enter(core.Prim, core.Ready, "swap complete: application serving") }))
+}
+
+func (m *Machine) sendPeer(kind MessageKind) {
+	m.emit(SendPeer{Msg: Message{From: m.cfg.Node, Kind: kind, Gen: m.p.Gen.Clone(), Status: m.Heartbeat()}})
+}
+
+func (m *Machine) onMessage(msg Message) {
+	if msg.From != m.cfg.Peer {
+		m.logf("warn", "%s message from unknown node %q ignored", msg.Kind, msg.From)
+		return
+	}
+	if msg.Status.Node == m.cfg.Peer && msg.Status.after(m.peer) {
+		m.peer = msg.Status
+		m.peer.Gen = msg.Status.Gen.Clone()
+	}
+	switch msg.Kind {
+	case MsgSwapRequest:
+		if m.plan != nil || !m.canSwap() {
+			m.logf("warn", "swap requested by %s ignored: %s is %s/%s and %s %s/%s", m.cfg.Peer, m.cfg.Node, m.state, m.ready, m.cfg.Peer, m.peer.State, m.peer.Readiness)
+			return
+		}
+		m.swap(fmt.Sprintf("halo swap (requested by %s): stopping the application", m.cfg.Peer))
+	case MsgHandover:
+		// The status it carries says the peer is SECOND with Handover set;
+		// reconcileSecond takes over.
+	default:
+		m.logf("warn", "unknown message %v from %s ignored", msg.Kind, msg.From)
+	}
+}

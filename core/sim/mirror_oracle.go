@@ -1,0 +1,208 @@
+package sim
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/core/mirror"
+)
+
+// MirrorOracle knows the true data of both nodes and checks the mirror
+// invariants after every step.
+//
+// Data model: every acknowledged application write gets an id; a node's data
+// is the chain of writes ending at its Head (parent links), so two nodes that
+// served apart hold two branches. Only acknowledged writes exist: a write a
+// PRIM could not replicate never returned to the application.
+type MirrorOracle struct {
+	w      *MirrorWorld
+	parent []int // parent[id] = the write before id on that branch; id 0 = initial data
+	// quarantined: writes preserved in a quarantine folder when their node
+	// lost a split brain. lostOK: writes an administrator or sync_delta
+	// accepted to lose (the node that served lacked them).
+	quarantined map[int]bool
+	lostOK      map[int]bool
+	dirty       [2]bool // a resync into the node started and did not finish
+
+	// OverlapBound: two nodes that see each other may both serve at most
+	// this long (the time to notice and step down).
+	OverlapBound time.Duration
+	overlapSince time.Time
+
+	Violations []string
+	Stats      MirrorStats
+}
+
+// MirrorStats counts what a run exercised.
+type MirrorStats struct {
+	Writes        int
+	Failovers     int // a node started serving
+	Quarantines   int // resyncs that quarantined divergent writes
+	AcceptedLoss  int // writes lost by admin choice or sync_delta
+	MaxOverlap    time.Duration
+	Resyncs       int
+	StaleStepDown int
+}
+
+func newMirrorOracle(w *MirrorWorld) *MirrorOracle {
+	return &MirrorOracle{w: w, parent: []int{-1}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
+		OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery}
+}
+
+func (o *MirrorOracle) violate(format string, args ...any) {
+	o.Violations = append(o.Violations, fmt.Sprintf("t=%v: ", o.w.now.Sub(o.w.opt.Start))+fmt.Sprintf(format, args...))
+}
+
+func (o *MirrorOracle) lineage(head int) map[int]bool {
+	in := map[int]bool{}
+	for id := head; id > 0; id = o.parent[id] {
+		in[id] = true
+	}
+	return in
+}
+
+// missing returns the writes not in head's data that nobody accepted to
+// lose or preserved.
+func (o *MirrorOracle) missing(head int) []int {
+	in := o.lineage(head)
+	var miss []int
+	for id := 1; id < len(o.parent); id++ {
+		if !in[id] && !o.quarantined[id] && !o.lostOK[id] {
+			miss = append(miss, id)
+		}
+	}
+	return miss
+}
+
+func (o *MirrorOracle) write(n, replica *MirrorNode) {
+	id := len(o.parent)
+	o.parent = append(o.parent, n.Head)
+	o.Stats.Writes++
+	if replica != nil {
+		if replica.Head != n.Head {
+			o.violate("%s replicates write %d to %s whose data differs (heads %d and %d)", n.Name, id, replica.Name, n.Head, replica.Head)
+		}
+		replica.Head = id
+	}
+	n.Head = id
+}
+
+func (o *MirrorOracle) crashed(*MirrorNode) {}
+
+func (o *MirrorOracle) resyncStarted(n *MirrorNode) { o.dirty[n.idx] = true }
+
+func (o *MirrorOracle) resynced(target, src *MirrorNode, rs mirror.StartResync) {
+	o.Stats.Resyncs++
+	srcData := o.lineage(src.Head)
+	var divergent []int
+	for id := range o.lineage(target.Head) {
+		if !srcData[id] && !o.quarantined[id] && !o.lostOK[id] {
+			divergent = append(divergent, id)
+		}
+	}
+	slices.Sort(divergent)
+	if len(divergent) > 0 {
+		if !rs.Quarantine {
+			o.violate("resync of %s from %s discarded acknowledged writes %v without quarantine (full=%v): undetected split brain", target.Name, src.Name, divergent, rs.Full)
+		} else {
+			o.Stats.Quarantines++
+		}
+		for _, id := range divergent {
+			o.quarantined[id] = true
+		}
+	}
+	target.Head = src.Head
+	o.dirty[target.idx] = false
+}
+
+// entered checks a state change as the executor applies it.
+func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState) {
+	if (a.State == core.Wait || a.State == core.Stop) && a.Cause == "" {
+		o.violate("%s entered %s without a cause", n.Name, a.State)
+	}
+	peer := o.w.peerOf(n)
+	if a.State == core.Prim && a.Readiness == core.Ready && peer.Head != n.Head {
+		o.violate("%s is PRIM Ready but %s's data differs (heads %d and %d)", n.Name, peer.Name, n.Head, peer.Head)
+	}
+	if !a.State.Serving() || prev.Serving() {
+		return
+	}
+	o.Stats.Failovers++
+	basis := n.M.Status().Basis
+	if o.dirty[n.idx] && basis != mirror.BasisForced {
+		o.violate("%s serves (%s, basis %s) on inconsistent data (interrupted resync)", n.Name, a.State, basis)
+	}
+	miss := o.missing(n.Head)
+	if len(miss) == 0 {
+		return
+	}
+	switch basis {
+	case mirror.BasisSyncDelta, mirror.BasisAdmin, mirror.BasisForced:
+		o.Stats.AcceptedLoss += len(miss)
+		for _, id := range miss {
+			o.lostOK[id] = true
+		}
+	case mirror.BasisPolicy:
+		// A split-brain winner lacks the loser's writes: the loser must
+		// quarantine them when it resyncs (checked then, and at the end).
+	default:
+		o.violate("%s became %s (basis %s: %q) without acknowledged writes %v", n.Name, a.State, basis, a.Cause, miss)
+	}
+}
+
+// check runs after every step.
+func (o *MirrorOracle) check() {
+	w := o.w
+	a, b := w.Nodes[0], w.Nodes[1]
+	if a.State.Serving() && b.State.Serving() && w.Visible() {
+		if o.overlapSince.IsZero() {
+			o.overlapSince = w.now
+		}
+		d := w.now.Sub(o.overlapSince)
+		if d > o.Stats.MaxOverlap {
+			o.Stats.MaxOverlap = d
+		}
+		if d > o.OverlapBound {
+			o.violate("%s and %s both serve and see each other for %v (bound %v)", a.Name, b.Name, d, o.OverlapBound)
+			o.overlapSince = w.now // report again only after another bound
+		}
+	} else {
+		o.overlapSince = time.Time{}
+	}
+	for _, n := range w.Nodes {
+		if n.M == nil {
+			continue
+		}
+		if st := n.M.Status(); (st.State == core.Wait || st.State == core.Stop) && st.Reason == "" {
+			o.violate("%s is %s without a reason", n.Name, st.State)
+		}
+	}
+}
+
+// CheckFinal checks, once the pair settled, that every acknowledged write is
+// in the serving node's data, quarantined, or lost by an accepted decision.
+func (o *MirrorOracle) CheckFinal() {
+	for _, n := range o.w.Nodes {
+		if n.State.Serving() {
+			if miss := o.missing(n.Head); len(miss) > 0 {
+				o.violate("acknowledged writes %v lost: not in %s's data, not quarantined", miss, n.Name)
+			}
+		}
+	}
+}
+
+// MissingWrites is the number of acknowledged writes node n's data lacks
+// (quarantined and accepted losses included).
+func (o *MirrorOracle) MissingWrites(n *MirrorNode) int {
+	in := o.lineage(n.Head)
+	return len(o.parent) - 1 - len(in)
+}
+
+// Quarantined is the number of writes preserved in quarantine folders.
+func (o *MirrorOracle) Quarantined() int { return len(o.quarantined) }
+
+// AcceptedLost is the number of writes lost by an accepted decision (admin
+// prim, primforce, sync_delta).
+func (o *MirrorOracle) AcceptedLost() int { return len(o.lostOK) }
