@@ -69,6 +69,10 @@ type BaseServer struct {
 	kind       base.Kind
 	apiVersion int
 	instances  Instances
+	// Supported is what Info lists as supported API versions;
+	// base.SupportedAPIVersions when nil. Tests set it to impersonate
+	// other SDK versions.
+	Supported []int
 }
 
 // NewBaseServer returns the Base service of a plugin of the given kind.
@@ -85,7 +89,11 @@ func (s *BaseServer) Info(context.Context, *pluginv1.InfoRequest) (*pluginv1.Inf
 		ApiVersion:    uint32(s.apiVersion),
 		Description:   info.Description,
 	}
-	for _, v := range base.SupportedAPIVersions {
+	supported := s.Supported
+	if supported == nil {
+		supported = base.SupportedAPIVersions
+	}
+	for _, v := range supported {
 		resp.SupportedApiVersions = append(resp.SupportedApiVersions, uint32(v))
 	}
 	return resp, nil
