@@ -76,6 +76,7 @@ type moduleRunner struct {
 	mu        sync.Mutex
 	status    api.ModuleStatus
 	resources map[string]api.Resource
+	external  map[string]bool // checkers whose status was set through the API
 
 	scripts sync.WaitGroup
 }
@@ -97,6 +98,7 @@ func newModuleRunner(mod *config.Module, node string, m Machine, app AppRunner, 
 		in:        make(chan core.Event, 64),
 		cmds:      make(chan commandReq),
 		resources: map[string]api.Resource{},
+		external:  map[string]bool{},
 		status: api.ModuleStatus{
 			Module: mod.Name, Kind: string(mod.Kind), Node: node,
 			State: core.Stop.String(), Readiness: core.NotReady.String(), Since: time.Now().UTC(),
@@ -231,10 +233,11 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 		if ctx.Err() != nil {
 			return
 		}
-		// init means the checker has no result of its own yet: a
-		// long-running custom checker reports through `halo resource set`
-		// instead, and its periodic answer must not overwrite that.
-		if st != core.CheckInit {
+		// Once a checker's status was set through the API (a long-running
+		// custom reporter), the plugin's periodic "up" only vouches that the
+		// reporter lives: it must not overwrite the reported value. Its
+		// down/unknown (the reporter died) still counts.
+		if st != core.CheckUp || !r.externallyReported(c.Name) {
 			r.report(ctx, c.Name, st, msg)
 		}
 		select {
@@ -314,6 +317,9 @@ func (r *moduleRunner) setResource(ctx context.Context, name string, set api.Res
 		if !r.hasChecker(cname) {
 			return httpapi.NotFound("module %s has no checker %q", r.mod.Name, cname)
 		}
+		r.mu.Lock()
+		r.external[cname] = true
+		r.mu.Unlock()
 		r.report(ctx, cname, st, set.Message)
 		return nil
 	}
@@ -321,6 +327,12 @@ func (r *moduleRunner) setResource(ctx context.Context, name string, set api.Res
 	r.resources[name] = api.Resource{Value: set.Value, Message: set.Message, Since: time.Now().UTC()}
 	r.mu.Unlock()
 	return nil
+}
+
+func (r *moduleRunner) externallyReported(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.external[name]
 }
 
 func (r *moduleRunner) hasChecker(name string) bool {
