@@ -22,9 +22,10 @@ type Host struct {
 	// Name is the host's name as given in Options.Hosts.
 	Name string
 
-	bed   *Bed
-	index int
-	dir   string
+	bed     *Bed
+	index   int
+	dir     string
+	utsPath string // bind mount keeping the host's UTS namespace
 
 	nsID nsID       // identifies the namespace in /proc/<pid>/ns/net
 	nlMu sync.Mutex // serialises requests on nl
@@ -63,14 +64,14 @@ func (h *Host) MAC(network string) net.HardwareAddr {
 	return append(net.HardwareAddr(nil), h.macs[h.bed.mustNetwork(network)]...)
 }
 
-// Command returns a command that runs name inside the host's network
-// namespace, however the caller runs it (Run, Start, Output, or Host.Start
-// for a tracked process). It is `nsenter --net=<ns> -- name args…`; nsenter
-// execs name in place, so the process's PID is name's own and ctx
-// cancellation kills name itself. Only the network namespace changes: the
-// filesystem, mounts and /sys are the machine's.
+// Command returns a command that runs name inside the host, however the
+// caller runs it (Run, Start, Output, or Host.Start for a tracked process).
+// It is `nsenter --net=<ns> --uts=<ns> -- name args…`; nsenter execs name in
+// place, so the process's PID is name's own and ctx cancellation kills name
+// itself. The network namespace and the hostname are the host's; the
+// filesystem, mounts, PIDs and /sys are the machine's.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	full := append([]string{"--net=" + h.NetnsPath(), "--", name}, args...)
+	full := append([]string{"--net=" + h.NetnsPath(), "--uts=" + h.utsPath, "--", name}, args...)
 	cmd := exec.CommandContext(ctx, h.bed.nsenter, full...)
 	return cmd
 }
@@ -78,7 +79,8 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // isOwnCommand reports whether cmd was made by h.Command, so Start never runs
 // a program in the root namespace by mistake.
 func (h *Host) isOwnCommand(cmd *exec.Cmd) bool {
-	return cmd.Path == h.bed.nsenter && len(cmd.Args) > 3 && cmd.Args[1] == "--net="+h.NetnsPath()
+	return cmd.Path == h.bed.nsenter && len(cmd.Args) > 4 &&
+		cmd.Args[1] == "--net="+h.NetnsPath() && cmd.Args[2] == "--uts="+h.utsPath
 }
 
 // Run runs a command inside the host and returns its combined output. A

@@ -12,9 +12,10 @@
 // network n. Nothing is routed: every network is one flat L2 segment.
 //
 // Programs enter a host through Host.Command, which wraps them in
-// `nsenter --net=<ns>`: nsenter execs, so the PID is the program's own, the
+// `nsenter --net=<ns> --uts=<ns>`: nsenter execs, so the PID is the program's own, the
 // returned *exec.Cmd can be run any way the caller likes and still lands in
-// the namespace, and the mount namespace stays shared (a FUSE mount made
+// the namespace, every host has its own hostname (its name), and the mount
+// namespace stays shared (a FUSE mount made
 // inside a host is visible to the test and to the host's other programs).
 // Go code enters a host with Host.Do, which switches one locked OS thread;
 // sockets keep the namespace they were created in, so Host.DialContext and
@@ -146,8 +147,10 @@ func build(tb testing.TB, opts Options) (*Bed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find nsenter (util-linux): %w", err)
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, fmt.Errorf("find ip (iproute2): %w", err)
+	for _, tool := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"unshare", "util-linux"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			return nil, fmt.Errorf("find %s (%s): %w", tool.name, tool.pkg, err)
+		}
 	}
 	removed, err := CleanupStale()
 	if err != nil {
@@ -352,6 +355,10 @@ func (b *Bed) addHost(index int, name string) (*Host, error) {
 		h.closeHandles()
 		return nil, fmt.Errorf("create host directory: %w", err)
 	}
+	if err := b.addUTS(h); err != nil {
+		h.closeHandles()
+		return nil, err
+	}
 	for n, network := range b.networks {
 		if err := b.plug(h, n, network); err != nil {
 			h.closeHandles()
@@ -359,6 +366,24 @@ func (b *Bed) addHost(index int, name string) (*Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// addUTS gives the host a UTS namespace of its own whose hostname is the
+// host's name, so a program that asks os.Hostname() gets the host it runs
+// on. The namespace is kept alive by a bind mount on a file under the
+// scratch directory, which Close unmounts with everything else there.
+func (b *Bed) addUTS(h *Host) error {
+	h.utsPath = filepath.Join(b.dir, "uts", h.Name)
+	if err := os.MkdirAll(filepath.Dir(h.utsPath), 0o755); err != nil {
+		return fmt.Errorf("create UTS directory: %w", err)
+	}
+	if err := os.WriteFile(h.utsPath, nil, 0o644); err != nil {
+		return fmt.Errorf("create UTS namespace file: %w", err)
+	}
+	if out, err := exec.Command("unshare", "--uts="+h.utsPath, "hostname", h.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("create UTS namespace with hostname %s: %w: %s", h.Name, err, out)
+	}
+	return nil
 }
 
 // plug connects host h to network n: a veth whose host end is eth<n> with
@@ -563,12 +588,18 @@ func (b *Bed) logProcessTails(tb testing.TB) {
 // integration tests can never be skipped into a green run.
 func RequireRoot(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() == 0 {
+	requireRoot(tb, os.Geteuid(), os.Getenv("HALO_REQUIRE_ROOT"))
+}
+
+func requireRoot(tb testing.TB, euid int, required string) {
+	tb.Helper()
+	if euid == 0 {
 		return
 	}
 	const msg = "TESTBED NEEDS ROOT: network namespaces, veths, tc and nftables need root; these integration tests did NOT run"
-	if os.Getenv("HALO_REQUIRE_ROOT") == "1" {
+	if required == "1" {
 		tb.Fatal(msg + " (HALO_REQUIRE_ROOT=1 makes this a failure)")
+		return
 	}
 	tb.Skip(msg)
 }

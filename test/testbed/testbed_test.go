@@ -53,6 +53,9 @@ func TestBed(t *testing.T) {
 				t.Errorf("client's addresses lack %q:\n%s", want, out)
 			}
 		}
+		if out, err := node2.Run(context.Background(), "hostname"); err != nil || strings.TrimSpace(out) != "node2" {
+			t.Errorf("hostname in node2 = %q (%v), want node2", out, err)
+		}
 		// The root namespace has nothing of the bed.
 		root, err := exec.Command("ip", "-o", "addr").CombinedOutput()
 		if err != nil {
@@ -424,6 +427,36 @@ func TestStartRejectsForeignCommand(t *testing.T) {
 	}
 	if _, err := bed.Host("a").Start("x", bed.Host("b").Command(context.Background(), "sleep", "1")); err == nil {
 		t.Error("started b's command as a's process")
+	}
+}
+
+// recordingTB notes what RequireRoot asked of the test instead of doing it.
+type recordingTB struct {
+	testing.TB
+	skipped, failed bool
+}
+
+func (r *recordingTB) Helper()           {}
+func (r *recordingTB) Skip(...any)       { r.skipped = true }
+func (r *recordingTB) Fatal(args ...any) { r.failed = true }
+
+func TestRequireRoot(t *testing.T) {
+	for _, c := range []struct {
+		euid                int
+		required            string
+		wantSkip, wantFatal bool
+	}{
+		{0, "", false, false},
+		{0, "1", false, false},
+		{1000, "", true, false},
+		{1000, "1", false, true},
+	} {
+		r := &recordingTB{TB: t}
+		requireRoot(r, c.euid, c.required)
+		if r.skipped != c.wantSkip || r.failed != c.wantFatal {
+			t.Errorf("euid %d HALO_REQUIRE_ROOT=%q: skipped %v failed %v, want %v %v",
+				c.euid, c.required, r.skipped, r.failed, c.wantSkip, c.wantFatal)
+		}
 	}
 }
 
