@@ -88,12 +88,12 @@ func elect(x, y PeerStatus, cfg Config) decision {
 	}
 	var usable, able []PeerStatus
 	for _, s := range best {
-		if !s.Inconsistent {
+		if !s.Inconsistent && !s.Outdated {
 			usable = append(usable, s)
 		}
 	}
 	if len(usable) == 0 {
-		return decision{admin: true, why: fmt.Sprintf("the newest data, on %s, is inconsistent (a resync was interrupted): run halo primforce on the node whose data should be kept", best[0].Node)}
+		return decision{admin: true, why: fmt.Sprintf("the newest data, on %s, is inconsistent or outdated (an interrupted resync or replication): run halo primforce on the node whose data should be kept", best[0].Node)}
 	}
 	for _, s := range usable {
 		if s.CanServe {
@@ -224,6 +224,10 @@ func (m *Machine) aloneWithoutPeer() bool {
 		m.setReason(fmt.Sprintf("data on %s is inconsistent (a resync from %s was interrupted): waiting for %s; halo primforce serves this data anyway and forces a full resync of %s later", m.cfg.Node, m.cfg.Peer, m.cfg.Peer, m.cfg.Peer), true)
 		return false
 	}
+	if m.p.Outdated {
+		m.setReason(fmt.Sprintf("data on %s is outdated: %s continued without it when replication stalled; waiting for %s (halo prim here accepts losing its changes)", m.cfg.Node, m.cfg.Peer, m.cfg.Peer), false)
+		return false
+	}
 	if m.yield {
 		m.setReason(fmt.Sprintf("halo second was run: waiting for %s to serve", m.cfg.Peer), false)
 		return false
@@ -285,6 +289,12 @@ func (m *Machine) reconcileSecond() bool {
 	if !m.peerAlive {
 		return m.failover(m.lostCause)
 	}
+	if m.peer.State.Serving() && m.peer.Degrading && !m.p.Outdated {
+		m.logf("warn", "%s cannot replicate to %s and continues without it: data on %s outdated until a resync", m.cfg.Peer, m.cfg.Node, m.cfg.Node)
+		m.persist(func(p *Persistent) { p.Outdated = true })
+		m.enter(core.Second, core.NotReady, fmt.Sprintf("replication from %s stalled: data outdated until a resync", m.cfg.Peer))
+		return false
+	}
 	switch {
 	case m.peer.State.Serving():
 		if journal.Compare(m.peer.Gen, m.p.Gen) == journal.Same {
@@ -330,6 +340,10 @@ func (m *Machine) reconcileResyncing() bool {
 
 // failover: consistent SECOND whose peer vanished.
 func (m *Machine) failover(cause string) bool {
+	if m.p.Outdated {
+		m.toWait(fmt.Sprintf("%s; data on %s is outdated (replication had stalled): not taking over", cause, m.cfg.Node), false)
+		return true
+	}
 	if m.failoverOff() {
 		m.inSyncAtLoss = true
 		m.toWait(fmt.Sprintf("%s; failover is off: run halo prim to promote %s", cause, m.cfg.Node), true)
@@ -427,13 +441,26 @@ func (m *Machine) reconcileAlone() bool {
 		return false
 	}
 	same := journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same
+	if same && m.peer.Outdated {
+		// Replication to the SECOND stalled and it knows its data is
+		// outdated: drop it and journal under a new generation.
+		m.ensureRepl(ReplNone)
+		m.logf("warn", "%s marked its data outdated: replication to it stopped, changes journaled under a new generation", m.cfg.Peer)
+		m.stallSince, m.degrading = time.Time{}, false
+		m.persist(func(p *Persistent) { m.fork(p) })
+		return false
+	}
+	if m.stalled() && same && !m.peer.Inconsistent {
+		m.outdatePeer()
+		return false
+	}
 	if !m.p.Shared && (same || m.peer.Inconsistent) {
 		// The peer resyncs from us (or holds our generation already): it
 		// may adopt Gen, so serving without it later must fork.
 		m.persist(func(p *Persistent) { p.Shared = true })
 	}
 	m.ensureRepl(ReplSource)
-	if same && !m.peer.Inconsistent && m.peer.Readiness == core.Ready {
+	if same && !m.peer.Inconsistent && !m.peer.Outdated && m.peer.Readiness == core.Ready && m.stallSince.IsZero() {
 		m.toPrim()
 		return true
 	}
@@ -459,17 +486,17 @@ func (m *Machine) reconcilePrim() bool {
 	if m.peer.State.Serving() {
 		return m.resolveConflict()
 	}
-	if m.peer.State != core.Second || m.peer.Inconsistent || journal.Compare(m.p.Gen, m.peer.Gen) != journal.Same {
+	inSync := m.peer.State == core.Second && !m.peer.Inconsistent && !m.peer.Outdated && journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same
+	switch {
+	case !inSync && m.degrading:
+		m.primToAlone(fmt.Sprintf("replication to %s not acknowledged for %v (stall_timeout %v) and %s knows its data is outdated: degraded to ALONE, changes journaled", m.cfg.Peer, m.now.Sub(m.stallSince).Round(time.Millisecond), m.cfg.StallTimeout, m.cfg.Peer))
+		return true
+	case !inSync:
 		m.primToAlone(fmt.Sprintf("%s is %s/%s: replication stopped, changes journaled", m.cfg.Peer, m.peer.State, m.peer.Readiness))
 		return true
-	}
-	// A stall alone does not tell a stuck replication link from a dead or
-	// cut-off peer: degrade only on a heartbeat received after the stall
-	// was reported, which shows the peer alive and not serving. Otherwise
-	// the heartbeat timeout decides, with the witness if there is one.
-	if !m.stallSince.IsZero() && m.now.Sub(m.stallSince) >= m.cfg.StallTimeout && m.peerFresh() && m.peerHeard.After(m.stallReported) {
-		m.primToAlone(fmt.Sprintf("replication to %s not acknowledged for %v (stall_timeout %v): degraded to ALONE; %s must resync", m.cfg.Peer, m.now.Sub(m.stallSince).Round(time.Millisecond), m.cfg.StallTimeout, m.cfg.Peer))
-		return true
+	case m.stalled():
+		m.outdatePeer()
+		return false
 	}
 	m.stampInSync()
 	return false
@@ -508,6 +535,28 @@ func (m *Machine) resolveConflict() bool {
 	return true
 }
 
+// outdatePeer asks the SECOND to mark its data outdated. Until it does,
+// writes stay blocked: continuing alone before the peer
+// knows would let it fail over without the writes acknowledged meanwhile.
+func (m *Machine) outdatePeer() {
+	if !m.degrading {
+		m.degrading = true
+		m.logf("warn", "replication to %s not acknowledged for %v (stall_timeout %v): asking %s to mark its data outdated before continuing without it",
+			m.cfg.Peer, m.now.Sub(m.stallSince).Round(time.Millisecond), m.cfg.StallTimeout, m.cfg.Peer)
+		m.sendPeer(MsgOutdate)
+	}
+}
+
+// stalled: replication has not been acknowledged for stall_timeout. A stall
+// alone does not tell a stuck replication link from a dead or cut-off peer:
+// it counts only with a heartbeat received after the stall was reported,
+// which shows the peer alive. Otherwise the heartbeat timeout decides, with
+// the witness if there is one.
+func (m *Machine) stalled() bool {
+	return !m.stallSince.IsZero() && m.now.Sub(m.stallSince) >= m.cfg.StallTimeout &&
+		m.peerFresh() && m.peerHeard.After(m.stallReported)
+}
+
 func (m *Machine) stampInSync() {
 	if m.cfg.SyncDelta <= 0 {
 		return
@@ -530,6 +579,19 @@ func (m *Machine) fork(p *Persistent) {
 	m.logf("info", "new data generation %v (from %v): changes made from now on are not on %s", p.Gen, old, m.cfg.Peer)
 }
 
+// forkAlone records that this node serves without its peer: a new
+// generation if needed, and when this alone period started (split-brain
+// policy longest_alone). Serving again on a generation of its own continues
+// the same period. Call inside persist.
+func (m *Machine) forkAlone(p *Persistent) {
+	old := p.Gen.Current
+	m.fork(p)
+	if p.Gen.Current != old || p.AloneSince.IsZero() {
+		p.AloneSince = m.now
+	}
+	p.Role = core.Alone
+}
+
 // ---- transitions ----
 
 // goAlone starts serving without a SECOND.
@@ -545,8 +607,8 @@ func (m *Machine) goAlone(cause, action string, basis Basis) {
 	steps = append(steps,
 		doStep(func() {
 			m.persist(func(p *Persistent) {
-				m.fork(p)
-				p.Role, p.AloneSince, p.Stopped = core.Alone, m.now, false
+				m.forkAlone(p)
+				p.Stopped = false
 			})
 			m.yield, m.inSyncAtLoss, m.handover = false, false, false
 			m.enter(core.Alone, core.Transient, cause)
@@ -560,12 +622,9 @@ func (m *Machine) goAlone(cause, action string, basis Basis) {
 
 func (m *Machine) primToAlone(cause string) {
 	m.start("PRIM to ALONE", doStep(func() {
-		m.persist(func(p *Persistent) {
-			m.fork(p)
-			p.Role, p.AloneSince = core.Alone, m.now
-		})
+		m.persist(func(p *Persistent) { m.forkAlone(p) })
 		m.ensureRepl(ReplNone)
-		m.stallSince = time.Time{}
+		m.stallSince, m.degrading = time.Time{}, false
 		m.enter(core.Alone, core.Ready, cause)
 	}))
 }
@@ -600,7 +659,7 @@ func (m *Machine) becomeSecond(why string, full, quarantine bool) {
 				m.emit(core.UnsetVIP{})
 				m.persist(func(p *Persistent) { p.Role = core.Second })
 				m.ensureRepl(ReplNone)
-				m.stallSince = time.Time{}
+				m.stallSince, m.degrading = time.Time{}, false
 				m.enter(core.Second, core.Transient, why)
 			}),
 			step{script: "stop_prim", args: []string{from.String(), "SECOND", "stepdown"}},
@@ -630,7 +689,7 @@ func (m *Machine) toWait(reason string, admin bool) {
 	steps = append(steps, doStep(func() {
 		m.ensureRepl(ReplNone)
 		m.resync, m.handover = nil, false
-		m.stallSince = time.Time{}
+		m.stallSince, m.degrading = time.Time{}, false
 		m.enter(core.Wait, core.NotReady, reason)
 		m.admin = admin
 	}))
@@ -656,7 +715,7 @@ func (m *Machine) stopModule(cause, action string, stopped, force, thenStart boo
 		m.ensureRepl(ReplNone)
 		m.resync, m.handover, m.yield, m.inSyncAtLoss = nil, false, false, false
 		m.witness = witnessState{}
-		m.stallSince = time.Time{}
+		m.stallSince, m.degrading = time.Time{}, false
 		if m.p.Stopped != stopped {
 			m.persist(func(p *Persistent) { p.Stopped = stopped })
 		}
@@ -699,7 +758,7 @@ func (m *Machine) restartApp(cause string) {
 
 func (m *Machine) canSwap() bool {
 	return m.state == core.Prim && m.ready == core.Ready && m.peerAlive &&
-		m.peer.State == core.Second && m.peer.Readiness == core.Ready && !m.peer.Inconsistent &&
+		m.peer.State == core.Second && m.peer.Readiness == core.Ready && !m.peer.Inconsistent && !m.peer.Outdated &&
 		journal.Compare(m.p.Gen, m.peer.Gen) == journal.Same
 }
 
@@ -758,9 +817,9 @@ func (m *Machine) onMessage(msg Message) {
 			return
 		}
 		m.swap(fmt.Sprintf("halo swap (requested by %s): stopping the application", m.cfg.Peer))
-	case MsgHandover:
-		// The status it carries says the peer is SECOND with Handover set;
-		// reconcileSecond takes over.
+	case MsgHandover, MsgOutdate:
+		// The status it carries (Handover or Degrading set) is what
+		// reconcileSecond acts on.
 	default:
 		m.logf("warn", "unknown message %v from %s ignored", msg.Kind, msg.From)
 	}

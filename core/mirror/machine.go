@@ -110,6 +110,7 @@ type Machine struct {
 	yield     bool // `halo second`
 	yieldFull bool
 	handover  bool // we handed over in a swap
+	degrading bool // stalled: waiting for the peer to mark its data outdated
 	// inSyncAtLoss: this node was SECOND in sync when its peer vanished and
 	// it went WAIT only because of failover off or the witness.
 	inSyncAtLoss bool
@@ -183,7 +184,7 @@ func (m *Machine) Step(ev core.Event) []core.Action {
 	case ReplInSync:
 		m.advance(e.At)
 		if !m.stallSince.IsZero() {
-			m.stallSince = time.Time{}
+			m.stallSince, m.degrading = time.Time{}, false
 			m.logf("info", "replication to %s acknowledged again", m.cfg.Peer)
 		}
 	case ResyncProgress:
@@ -552,7 +553,7 @@ func (m *Machine) onResyncDone(e ResyncDone) {
 	m.resync = nil
 	m.persist(func(p *Persistent) {
 		p.Gen = rs.source.Clone()
-		p.Shared, p.Inconsistent, p.ResyncFull = true, false, false
+		p.Shared, p.Inconsistent, p.ResyncFull, p.Outdated = true, false, false, false
 		p.LastInSync = m.now
 	})
 	m.enter(core.Second, core.Ready, fmt.Sprintf("resync from %s complete: data up to date (generation %v)", m.cfg.Peer, rs.source))
@@ -578,6 +579,8 @@ func (m *Machine) canServe() (bool, string) {
 		return false, fmt.Sprintf("module stopped on %s", m.cfg.Node)
 	case m.p.Inconsistent:
 		return false, fmt.Sprintf("data on %s is inconsistent (resync interrupted)", m.cfg.Node)
+	case m.p.Outdated:
+		return false, fmt.Sprintf("data on %s is outdated (%s continued without it)", m.cfg.Node, m.cfg.Peer)
 	case m.yield:
 		return false, fmt.Sprintf("halo second was run on %s", m.cfg.Node)
 	case m.failoverOff() && m.p.Role != core.Alone && m.p.Role != core.Prim:
@@ -594,8 +597,9 @@ func (m *Machine) self() PeerStatus {
 	s := PeerStatus{
 		Node: m.cfg.Node, Incarnation: m.boot.UnixNano(), Seq: m.hbSeq,
 		State: m.state, Readiness: m.ready, Gen: m.p.Gen.Clone(), Role: m.p.Role,
-		Inconsistent: m.p.Inconsistent, Forced: m.p.Forced,
-		CanServe: can, Blocker: blocker, Yield: m.yield, Handover: m.handover,
+		Inconsistent: m.p.Inconsistent, Outdated: m.p.Outdated, Forced: m.p.Forced,
+		Degrading: m.degrading,
+		CanServe:  can, Blocker: blocker, Yield: m.yield, Handover: m.handover,
 		AloneSince: m.p.AloneSince,
 	}
 	s.Vote = m.vote(s)
@@ -644,10 +648,11 @@ func (m *Machine) Status() Status {
 			res["heartbeat."+n.name] = "unknown"
 		}
 	}
-	upToDate := m.state.Serving() || (m.state == core.Second && m.ready == core.Ready && !m.p.Inconsistent)
+	upToDate := m.state.Serving() || (m.state == core.Second && m.ready == core.Ready && !m.p.Inconsistent && !m.p.Outdated)
 	res["replication.uptodate"] = fmt.Sprint(upToDate)
 	res["replication.role"] = m.repl.String()
 	res["replication.inconsistent"] = fmt.Sprint(m.p.Inconsistent)
+	res["replication.outdated"] = fmt.Sprint(m.p.Outdated)
 	if m.resync != nil {
 		res["replication.resync"] = fmt.Sprintf("%d/%d", m.resync.done, m.resync.total)
 	}

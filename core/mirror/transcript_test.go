@@ -280,8 +280,7 @@ func (h *harness) cluster(t *testing.T, td *datadriven.TestData) {
 		Failover:         true,
 	}
 	var s string
-	if td.MaybeScanArgs(t, "networks", &s) {
-		arg, _ := td.Arg("networks")
+	if arg, ok := td.Arg("networks"); ok {
 		cfg.Networks = slices.Clone(arg.Vals)
 	}
 	if td.MaybeScanArgs(t, "timeout", &s) {
@@ -429,7 +428,7 @@ func (h *harness) onAction(n *sim.MirrorNode, a core.Action) {
 func (h *harness) persistFields(p mirror.Persistent) map[string]string {
 	f := map[string]string{
 		"gen": h.genText(p.Gen), "shared": fmt.Sprint(p.Shared), "inconsistent": fmt.Sprint(p.Inconsistent),
-		"resync_full": fmt.Sprint(p.ResyncFull), "role": p.Role.String(), "alone_since": h.rel(p.AloneSince),
+		"resync_full": fmt.Sprint(p.ResyncFull), "outdated": fmt.Sprint(p.Outdated), "role": p.Role.String(), "alone_since": h.rel(p.AloneSince),
 		"last_in_sync": h.rel(p.LastInSync), "forced": fmt.Sprint(p.Forced), "stopped": fmt.Sprint(p.Stopped),
 		"failover_off": fmt.Sprint(p.FailoverOff), "checkers_off": fmt.Sprint(p.CheckersOff),
 		"types_off": fmt.Sprint(p.TypesOff), "loops": strconv.Itoa(len(p.LoopTimes)),
@@ -437,7 +436,7 @@ func (h *harness) persistFields(p mirror.Persistent) map[string]string {
 	return f
 }
 
-var persistOrder = []string{"gen", "shared", "inconsistent", "resync_full", "role", "alone_since", "last_in_sync",
+var persistOrder = []string{"gen", "shared", "inconsistent", "resync_full", "outdated", "role", "alone_since", "last_in_sync",
 	"forced", "stopped", "failover_off", "checkers_off", "types_off", "loops"}
 
 func (h *harness) persistDiff(old, cur mirror.Persistent) string {

@@ -134,6 +134,12 @@ type Persistent struct {
 	Inconsistent bool
 	// ResyncFull: the interrupted resync was a full one (resume it as full).
 	ResyncFull bool
+	// Outdated: the peer could not replicate to this node and continues
+	// without it; this node's data is consistent but old until a resync.
+	// The peer waits for this flag before writing alone (DRBD's "outdate
+	// peer" fencing), so a SECOND never fails over without writes the
+	// primary acknowledged.
+	Outdated bool
 	// Role is the last running role: Alone, Prim or Second (Stop = never ran).
 	// A node whose last role was Alone knows its data is the newest.
 	Role core.State
@@ -179,7 +185,11 @@ type PeerStatus struct {
 	Gen          journal.Generation
 	Role         core.State // sender's last running role
 	Inconsistent bool
+	Outdated     bool
 	Forced       bool
+	// Degrading: the sender's replication to the receiver is stalled; it
+	// asks the receiver to mark its data outdated before it continues alone.
+	Degrading bool
 	// CanServe: the sender could serve now if elected; Blocker says why not.
 	CanServe bool
 	Blocker  string
@@ -209,6 +219,9 @@ const (
 	// MsgSwapRequest: the SECOND asks the PRIM to swap roles (`halo swap`
 	// run on the SECOND).
 	MsgSwapRequest MessageKind = iota + 1
+	// MsgOutdate: replication is stalled; the sender asks the receiver to
+	// mark its data outdated (also carried by PeerStatus.Degrading).
+	MsgOutdate
 	// MsgHandover: the former PRIM stopped its application and released
 	// the VIP: the receiver may take over. Also carried by heartbeats
 	// (PeerStatus.Handover) in case the message is lost.
@@ -221,6 +234,8 @@ func (k MessageKind) String() string {
 		return "swap-request"
 	case MsgHandover:
 		return "handover"
+	case MsgOutdate:
+		return "outdate"
 	}
 	return "MessageKind(" + strconv.Itoa(int(k)) + ")"
 }

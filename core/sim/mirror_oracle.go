@@ -25,6 +25,19 @@ type MirrorOracle struct {
 	quarantined map[int]bool
 	lostOK      map[int]bool
 	dirty       [2]bool // a resync into the node started and did not finish
+	writeAt     []time.Time
+
+	// Contact periods: while the two agents cannot see each other, a node
+	// that was in sync when contact was lost (and has run since), or that
+	// already serves in this period, may serve without the writes the other
+	// makes meanwhile: that is a split brain, which must be detected (and
+	// the loser's writes quarantined) when contact returns.
+	visible        bool
+	visibleSince   time.Time
+	periodStart    time.Time
+	inSyncAtCut    [2]bool
+	continuous     [2]bool
+	servedInPeriod [2]bool
 
 	// OverlapBound: two nodes that see each other may both serve at most
 	// this long (the time to notice and step down).
@@ -47,8 +60,9 @@ type MirrorStats struct {
 }
 
 func newMirrorOracle(w *MirrorWorld) *MirrorOracle {
-	return &MirrorOracle{w: w, parent: []int{-1}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
-		OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery}
+	return &MirrorOracle{w: w, parent: []int{-1}, writeAt: []time.Time{w.opt.Start}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
+		OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery, periodStart: w.opt.Start,
+		inSyncAtCut: [2]bool{true, true}}
 }
 
 func (o *MirrorOracle) violate(format string, args ...any) {
@@ -76,9 +90,37 @@ func (o *MirrorOracle) missing(head int) []int {
 	return miss
 }
 
+// observe follows contact between the agents.
+func (o *MirrorOracle) observe() {
+	w := o.w
+	vis := w.Visible()
+	if vis == o.visible {
+		return
+	}
+	o.visible = vis
+	if vis {
+		o.visibleSince = w.now
+		return
+	}
+	o.periodStart = w.now
+	for i, n := range w.Nodes {
+		o.inSyncAtCut[i] = n.Up && !o.dirty[i] && len(o.missing(n.Head)) == 0
+		o.continuous[i] = n.Up
+		o.servedInPeriod[i] = n.Up && n.State.Serving()
+	}
+}
+
+// apart reports whether the nodes count as out of contact: not visible, or
+// visible too recently for the machines to have noticed.
+func (o *MirrorOracle) apart() bool {
+	return !o.visible || o.w.now.Sub(o.visibleSince) < o.w.opt.Config.HeartbeatTimeout
+}
+
 func (o *MirrorOracle) write(n, replica *MirrorNode) {
+	o.observe()
 	id := len(o.parent)
 	o.parent = append(o.parent, n.Head)
+	o.writeAt = append(o.writeAt, o.w.now)
 	o.Stats.Writes++
 	if replica != nil {
 		if replica.Head != n.Head {
@@ -89,7 +131,10 @@ func (o *MirrorOracle) write(n, replica *MirrorNode) {
 	n.Head = id
 }
 
-func (o *MirrorOracle) crashed(*MirrorNode) {}
+func (o *MirrorOracle) crashed(n *MirrorNode) {
+	o.observe()
+	o.continuous[n.idx] = false
+}
 
 func (o *MirrorOracle) resyncStarted(n *MirrorNode) { o.dirty[n.idx] = true }
 
@@ -130,6 +175,13 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		return
 	}
 	o.Stats.Failovers++
+	o.observe()
+	i := n.idx
+	defer func() {
+		if o.apart() {
+			o.servedInPeriod[i] = true
+		}
+	}()
 	basis := n.M.Status().Basis
 	if o.dirty[n.idx] && basis != mirror.BasisForced {
 		o.violate("%s serves (%s, basis %s) on inconsistent data (interrupted resync)", n.Name, a.State, basis)
@@ -148,12 +200,22 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		// A split-brain winner lacks the loser's writes: the loser must
 		// quarantine them when it resyncs (checked then, and at the end).
 	default:
-		o.violate("%s became %s (basis %s: %q) without acknowledged writes %v", n.Name, a.State, basis, a.Cause, miss)
+		entitled := o.apart() && (o.inSyncAtCut[i] && o.continuous[i] || o.servedInPeriod[i])
+		var unexcused []int
+		for _, id := range miss {
+			if !entitled || !o.writeAt[id].After(o.periodStart) {
+				unexcused = append(unexcused, id)
+			}
+		}
+		if len(unexcused) > 0 {
+			o.violate("%s became %s (basis %s: %q) without acknowledged writes %v", n.Name, a.State, basis, a.Cause, unexcused)
+		}
 	}
 }
 
 // check runs after every step.
 func (o *MirrorOracle) check() {
+	o.observe()
 	w := o.w
 	a, b := w.Nodes[0], w.Nodes[1]
 	if a.State.Serving() && b.State.Serving() && w.Visible() {

@@ -513,8 +513,10 @@ func (w *MirrorWorld) execute(n *MirrorNode, a core.Action) {
 		})
 	case mirror.StartReplication:
 		n.Repl = a.Role
+		n.stallSince, n.stallSent = time.Time{}, false
 	case mirror.StopReplication:
 		n.Repl = mirror.ReplNone
+		n.stallSince, n.stallSent = time.Time{}, false
 	case mirror.StartResync:
 		rs := a
 		n.resync = &rs
@@ -616,28 +618,26 @@ func (w *MirrorWorld) Write(n *MirrorNode) (acked bool) {
 	}
 	peer := w.peerOf(n)
 	if n.Repl == mirror.ReplNone {
+		n.stallSince, n.stallSent = time.Time{}, false
 		w.Oracle.write(n, nil)
 		return true
 	}
-	// Replication source: a SECOND in sync or resyncing receives every
-	// change. A resync in progress sends the rest when it completes.
-	canReplicate := peer.Up && peer.Repl == mirror.ReplTarget && w.netUp[w.opt.ReplNetwork] && !n.ReplBlocked
-	if canReplicate {
+	// Replication source. While the peer resyncs, changes are journaled and
+	// the resync carries them. A PRIM, or an ALONE whose peer is an
+	// in-sync target (it turns PRIM a heartbeat later), waits for the
+	// peer's acknowledgement of every change.
+	target := peer.Up && peer.Repl == mirror.ReplTarget
+	if target && peer.resync != nil || !target && n.State != core.Prim {
+		n.stallSince, n.stallSent = time.Time{}, false
+		w.Oracle.write(n, nil)
+		return true
+	}
+	if target && w.netUp[w.opt.ReplNetwork] && !n.ReplBlocked {
 		if n.stallSent {
-			epoch := n.epoch
-			w.deliver(n, epoch, mirror.ReplInSync{At: w.now})
+			w.deliver(n, n.epoch, mirror.ReplInSync{At: w.now})
 		}
 		n.stallSince, n.stallSent = time.Time{}, false
-		if peer.resync != nil {
-			w.Oracle.write(n, nil)
-		} else {
-			w.Oracle.write(n, peer)
-		}
-		return true
-	}
-	if n.State == core.Alone {
-		// ALONE with a SECOND being brought up: changes are journaled.
-		w.Oracle.write(n, nil)
+		w.Oracle.write(n, peer)
 		return true
 	}
 	if n.stallSince.IsZero() {
