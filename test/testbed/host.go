@@ -72,8 +72,7 @@ func (h *Host) MAC(network string) net.HardwareAddr {
 // filesystem, mounts, PIDs and /sys are the machine's.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	full := append([]string{"--net=" + h.NetnsPath(), "--uts=" + h.utsPath, "--", name}, args...)
-	cmd := exec.CommandContext(ctx, h.bed.nsenter, full...)
-	return cmd
+	return exec.CommandContext(ctx, h.bed.nsenter, full...)
 }
 
 // isOwnCommand reports whether cmd was made by h.Command, so Start never runs
@@ -135,7 +134,8 @@ func (h *Host) Do(fn func() error) error {
 }
 
 // DialContext dials from inside the host. Its signature fits
-// http.Transport.DialContext.
+// http.Transport.DialContext. address must hold an IP literal: name
+// resolution may run on other threads, outside the host.
 func (h *Host) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	var conn net.Conn
 	err := h.Do(func() error {

@@ -223,6 +223,9 @@ func (b *Bed) Poller(client string, target netip.AddrPort, opts PollerOptions) (
 	return p, nil
 }
 
+// run starts a probe every interval until ctx ends. Probes are not tied to
+// ctx: Stop lets the ones in flight finish (within their timeout), so a
+// failure sent just before Stop is still counted.
 func (p *Poller) run(ctx context.Context) {
 	defer p.wg.Done()
 	ticker := time.NewTicker(p.opts.Interval)
@@ -231,7 +234,7 @@ func (p *Poller) run(ctx context.Context) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.record(p.probe(ctx))
+			p.record(p.probe())
 		}()
 		select {
 		case <-ctx.Done():
@@ -241,9 +244,9 @@ func (p *Poller) run(ctx context.Context) {
 	}
 }
 
-func (p *Poller) probe(ctx context.Context) Probe {
+func (p *Poller) probe() Probe {
 	pr := Probe{Sent: time.Now()}
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
 	defer cancel()
 	if p.opts.ConnectOnly {
 		conn, err := p.client.DialContext(ctx, "tcp", p.target.String())
@@ -277,10 +280,6 @@ func (p *Poller) probe(ctx context.Context) Probe {
 }
 
 func (p *Poller) record(pr Probe) {
-	// A probe cut short by Stop says nothing about the server.
-	if pr.Err != nil && errors.Is(pr.Err, context.Canceled) {
-		return
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.probes = append(p.probes, pr)
@@ -288,8 +287,9 @@ func (p *Poller) record(pr Probe) {
 	p.notify = make(chan struct{})
 }
 
-// Stop stops probing, waits for the probes in flight and returns the final
-// statistics. Calling it again returns the same statistics.
+// Stop stops probing, waits for the probes in flight (at most the probe
+// timeout) and returns the final statistics. Calling it again returns the
+// same statistics.
 func (p *Poller) Stop() PollStats {
 	p.once.Do(func() {
 		p.cancel()

@@ -12,11 +12,11 @@
 // network n. Nothing is routed: every network is one flat L2 segment.
 //
 // Programs enter a host through Host.Command, which wraps them in
-// `nsenter --net=<ns> --uts=<ns>`: nsenter execs, so the PID is the program's own, the
-// returned *exec.Cmd can be run any way the caller likes and still lands in
-// the namespace, every host has its own hostname (its name), and the mount
-// namespace stays shared (a FUSE mount made
-// inside a host is visible to the test and to the host's other programs).
+// `nsenter --net=<ns> --uts=<ns>`. nsenter execs, so the PID is the
+// program's own, and the returned *exec.Cmd lands in the host however the
+// caller runs it. Each host has its own hostname (its name). The mount
+// namespace stays shared: a FUSE mount made inside a host is visible to the
+// test and to the host's other programs.
 // Go code enters a host with Host.Do, which switches one locked OS thread;
 // sockets keep the namespace they were created in, so Host.DialContext and
 // Host.Listen return ordinary net.Conn and net.Listener values.
@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,10 @@ var (
 // Before building, New removes the leftovers of beds whose owning process
 // has died (see CleanupStale).
 func New(tb testing.TB, opts Options) (*Bed, error) {
+	// A nil *testing.T in the interface is not a nil interface.
+	if tb != nil && reflect.ValueOf(tb).Kind() == reflect.Pointer && reflect.ValueOf(tb).IsNil() {
+		tb = nil
+	}
 	if tb != nil {
 		tb.Helper()
 	}
@@ -263,7 +268,7 @@ func (b *Bed) buildNetwork(hostNames []string) error {
 func (b *Bed) waitLinksReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, h := range b.hosts {
-		for n, network := range b.networks {
+		for _, network := range b.networks {
 			check := func(nl *netlink.Handle, l netlink.Link) error {
 				for {
 					ready, err := linkReady(nl, l.Attrs().Name)
@@ -277,7 +282,7 @@ func (b *Bed) waitLinksReady(timeout time.Duration) error {
 				}
 			}
 			if err := h.onBothEnds(network, check); err != nil {
-				return fmt.Errorf("wait for %s's link on network %d: %w", h.Name, n, err)
+				return fmt.Errorf("wait for %s's link on %s: %w", h.Name, network, err)
 			}
 		}
 	}
@@ -449,16 +454,15 @@ func (b *Bed) plug(h *Host, n int, network string) error {
 // portName is the switch-side name of host's veth on network n.
 func portName(host string, n int) string { return fmt.Sprintf("%s-%d", host, n) }
 
-// hostAddr is host index i's address on network n: 198.18.n.10+i, spilling
-// into 198.19 from network 256 on (Options limit keeps it inside /15).
+// hostAddr is host index i's address on network n: 198.18.n.10+i.
 func (b *Bed) hostAddr(i, n int) netip.Addr {
-	return netip.AddrFrom4([4]byte{198, byte(18 + n/256), byte(n % 256), byte(firstHostID + i)})
+	return netip.AddrFrom4([4]byte{198, 18, byte(n), byte(firstHostID + i)})
 }
 
 // NetworkPrefix returns the /24 of a network, e.g. 198.18.1.0/24.
 func (b *Bed) NetworkPrefix(network string) netip.Prefix {
 	n := b.mustNetwork(network)
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, byte(18 + n/256), byte(n % 256), 0}), 24)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 0}), 24)
 }
 
 // Prefix is the name prefix of everything this bed creates ("hb<pid>.<seq>-").

@@ -268,6 +268,65 @@ func TestBed(t *testing.T) {
 	})
 }
 
+// TestFailoverMeasurement moves an address from a crashed host to another
+// by hand, as the product would, and checks that the poller sees one outage
+// as long as the takeover took, and both servers in turn.
+func TestFailoverMeasurement(t *testing.T) {
+	RequireRoot(t)
+	bed, _ := New(t, Options{Hosts: []string{"node1", "node2", "client"}})
+	node1, node2, client := bed.Host("node1"), bed.Host("node2"), bed.Host("client")
+	vip := netip.MustParsePrefix("198.18.0.100/24")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, h := range []*Host{node1, node2} {
+		if _, err := h.StartHTTPServer(8080); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := node1.AddAddr("default", vip); err != nil {
+		t.Fatal(err)
+	}
+	p, err := bed.Poller("client", netip.AddrPortFrom(vip.Addr(), 8080), PollerOptions{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor(ctx, func(s PollStats) bool { return s.OK >= 5 }); err != nil {
+		t.Fatal(err)
+	}
+	crash := time.Now()
+	if err := node1.Kill9(); err != nil {
+		t.Fatal(err)
+	}
+	if err := node1.CutAll(); err != nil {
+		t.Fatal(err)
+	}
+	const detection = 300 * time.Millisecond
+	time.Sleep(detection)
+	if err := node2.AddAddr("default", vip); err != nil {
+		t.Fatal(err)
+	}
+	// Stands in for the gratuitous ARP the product sends.
+	if _, err := client.Run(ctx, "ip", "neigh", "flush", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	takeover := time.Since(crash)
+	if err := p.WaitAnswer(ctx, "node2"); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Stop()
+	gap, ok := s.FirstGap()
+	t.Logf("takeover after %v, outage %v (%d probes failed)", takeover, gap.Duration(), gap.Failed)
+	if !ok || len(s.Gaps) != 1 || gap.Open {
+		t.Fatalf("want one closed outage, got %+v", s.Gaps)
+	}
+	if gap.Duration() < detection || gap.Duration() > takeover+200*time.Millisecond {
+		t.Errorf("outage %v, want between %v and %v", gap.Duration(), detection, takeover+200*time.Millisecond)
+	}
+	if got := s.Answers(); len(got) != 2 || got[0] != "node1" || got[1] != "node2" {
+		t.Errorf("answers %v, want [node1 node2]", got)
+	}
+}
+
 // TestLimit checks that tbf shapes both directions of one host's link and
 // that Unlimit removes it.
 func TestLimit(t *testing.T) {
