@@ -119,8 +119,8 @@ func (m *Machine) checkerAction() bool {
 		if act == core.ActSwap && !m.canSwap() {
 			if c.armed {
 				c.armed = false
-				m.logf("warn", "%s: cannot swap (%s is %s/%s, %s %s/%s); no action", reason,
-					m.cfg.Node, m.state, m.ready, m.cfg.Peer, m.peer.State, m.peer.Readiness)
+				m.logf("warn", "%s: cannot swap (%s is %s/%s, %s is %s); no action", reason,
+					m.cfg.Node, m.state, m.ready, m.cfg.Peer, m.peerText())
 			}
 			continue
 		}
@@ -140,7 +140,7 @@ func (m *Machine) checkerAction() bool {
 		case core.ActStop:
 			m.stopModule(reason+": module stopped here; run halo start when it is fixed", "stop", true, false, false)
 		case core.ActWait:
-			m.toWait(reason+" (action wait): holding in WAIT until it is up", false)
+			m.toWait(reason+": holding in WAIT until it is up", false)
 		case core.ActSwap:
 			m.swap(reason + ": swapping roles")
 		}

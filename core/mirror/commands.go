@@ -25,7 +25,9 @@ func (m *Machine) onCommand(c core.Command) {
 	}
 	accept := func() {
 		m.logf("info", "command %s from %s", c.Kind, origin)
-		if m.loops.Count() > 0 {
+		// The agent's own start at boot is not an administrator's decision:
+		// a restart must not reset max_loop.
+		if m.loops.Count() > 0 && origin != OriginBoot {
 			// An administrator looked at the module: give checkers a fresh
 			// max_loop budget.
 			m.loops.Reset()
@@ -113,6 +115,7 @@ func (m *Machine) onCommand(c core.Command) {
 		default:
 			accept()
 			m.yield, m.yieldFull = true, c.FullSync
+			m.yieldWhy = fmt.Sprintf("halo second was run on %s", m.cfg.Node)
 			m.logf("info", "%s yields: it becomes SECOND of %s as soon as %s serves", m.cfg.Node, m.cfg.Peer, m.cfg.Peer)
 		}
 

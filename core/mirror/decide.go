@@ -62,7 +62,10 @@ func elect(x, y PeerStatus, cfg Config) decision {
 		if a.Yield {
 			k, y = b, a
 		}
-		best, why, basis = []PeerStatus{k}, fmt.Sprintf("halo second was run on %s", y.Node), BasisAdmin
+		best, why = []PeerStatus{k}, fmt.Sprintf("%s yields: %s", y.Node, y.Blocker)
+		if rel := journal.Compare(k.Gen, y.Gen); rel != journal.Same && rel != journal.ANewer {
+			basis = BasisAdmin // the yielding node's changes are given up
+		}
 	default:
 		switch journal.Compare(a.Gen, b.Gen) {
 		case journal.Same:
@@ -221,7 +224,7 @@ func (m *Machine) reconcileWait() bool {
 // aloneWithoutPeer: WAIT and the peer is absent.
 func (m *Machine) aloneWithoutPeer() bool {
 	if m.p.Inconsistent {
-		m.setReason(fmt.Sprintf("data on %s is inconsistent (a resync from %s was interrupted): waiting for %s; halo primforce serves this data anyway and forces a full resync of %s later", m.cfg.Node, m.cfg.Peer, m.cfg.Peer, m.cfg.Peer), true)
+		m.setReason(m.inconsistentReason(), true)
 		return false
 	}
 	if m.p.Outdated {
@@ -229,7 +232,7 @@ func (m *Machine) aloneWithoutPeer() bool {
 		return false
 	}
 	if m.yield {
-		m.setReason(fmt.Sprintf("halo second was run: waiting for %s to serve", m.cfg.Peer), false)
+		m.setReason(fmt.Sprintf("%s: waiting for %s to serve", m.yieldWhy, m.cfg.Peer), false)
 		return false
 	}
 	if c := m.forbidder(core.Alone); c != nil {
@@ -240,9 +243,9 @@ func (m *Machine) aloneWithoutPeer() bool {
 		m.setReason(m.witnessReason(), true)
 		return false
 	}
-	ok, basis, why := m.aloneAllowed()
+	ok, basis, why, admin := m.aloneAllowed()
 	if !ok {
-		m.setReason(why, false)
+		m.setReason(why, admin)
 		return false
 	}
 	if m.cfg.Witness && !m.witnessOK() {
@@ -254,27 +257,32 @@ func (m *Machine) aloneWithoutPeer() bool {
 	return true
 }
 
-// aloneAllowed tells whether this node may serve while its peer is absent.
-func (m *Machine) aloneAllowed() (bool, Basis, string) {
+func (m *Machine) inconsistentReason() string {
+	return fmt.Sprintf("data on %s is inconsistent (a resync from %s was interrupted): waiting for %s; halo primforce serves this data anyway and forces a full resync of %s later", m.cfg.Node, m.cfg.Peer, m.cfg.Peer, m.cfg.Peer)
+}
+
+// aloneAllowed tells whether this node may serve while its peer is absent,
+// why, and whether only an administrator can change that.
+func (m *Machine) aloneAllowed() (ok bool, basis Basis, why string, admin bool) {
 	absent := m.lostCause
 	if !m.peerKnown || absent == "" {
 		absent = fmt.Sprintf("%s not seen since %s started", m.cfg.Peer, m.cfg.Node)
 	}
 	switch {
 	case m.p.Role == core.Alone:
-		return true, BasisNewest, fmt.Sprintf("%s; %s was ALONE when it stopped: its data is the newest", absent, m.cfg.Node)
+		return true, BasisNewest, fmt.Sprintf("%s; %s was ALONE when it stopped: its data is the newest", absent, m.cfg.Node), false
 	case m.inSyncAtLoss && !m.failoverOff():
-		return true, BasisNewest, fmt.Sprintf("%s; %s was in sync when %s was lost", absent, m.cfg.Node, m.cfg.Peer)
+		return true, BasisNewest, fmt.Sprintf("%s; %s was in sync when %s was lost", absent, m.cfg.Node, m.cfg.Peer), false
 	case m.failoverOff():
-		return false, BasisNone, fmt.Sprintf("%s; failover is off: only halo prim promotes %s", absent, m.cfg.Node)
+		return false, BasisNone, fmt.Sprintf("%s; failover is off: only halo prim promotes %s", absent, m.cfg.Node), true
 	case m.cfg.SyncDelta > 0 && !m.p.LastInSync.IsZero() && m.now.Sub(m.p.LastInSync) <= m.cfg.SyncDelta:
-		return true, BasisSyncDelta, fmt.Sprintf("%s; sync_delta %v allows it: last in sync with %s %v ago", absent, m.cfg.SyncDelta, m.cfg.Peer, m.now.Sub(m.p.LastInSync).Round(time.Millisecond))
+		return true, BasisSyncDelta, fmt.Sprintf("%s; sync_delta %v allows it: last in sync with %s %v ago", absent, m.cfg.SyncDelta, m.cfg.Peer, m.now.Sub(m.p.LastInSync).Round(time.Millisecond)), false
 	}
 	role := "never running"
 	if m.p.Role != core.Stop {
 		role = m.p.Role.String()
 	}
-	return false, BasisNone, fmt.Sprintf("data may not be up to date: %s; %s was %s when it stopped: waiting for %s (halo prim here if %s is lost for good)", absent, m.cfg.Node, role, m.cfg.Peer, m.cfg.Peer)
+	return false, BasisNone, fmt.Sprintf("data may not be up to date: %s; %s was %s when it stopped: waiting for %s (halo prim here if %s is lost for good)", absent, m.cfg.Node, role, m.cfg.Peer, m.cfg.Peer), false
 }
 
 // ---- SECOND ----
@@ -322,7 +330,8 @@ func (m *Machine) reconcileResyncing() bool {
 		if m.peerAlive {
 			what = m.peerSituation()
 		}
-		m.toWait(fmt.Sprintf("resync from %s interrupted (%s): data on %s inconsistent until a resync completes", m.cfg.Peer, what, m.cfg.Node), false)
+		m.logf("warn", "resync from %s interrupted: %s", m.cfg.Peer, what)
+		m.toWait(m.inconsistentReason(), true)
 		return true
 	}
 	if m.resync != nil {
@@ -346,7 +355,8 @@ func (m *Machine) failover(cause string) bool {
 	}
 	if m.failoverOff() {
 		m.inSyncAtLoss = true
-		m.toWait(fmt.Sprintf("%s; failover is off: run halo prim to promote %s", cause, m.cfg.Node), true)
+		_, _, why, admin := m.aloneAllowed()
+		m.toWait(why, admin)
 		return true
 	}
 	if c := m.forbidder(core.Alone); c != nil {
@@ -389,9 +399,12 @@ func (m *Machine) joinServing() bool {
 		full = true
 		quarantine = divergent && rel != journal.ANewer && rel != journal.Same
 		why = fmt.Sprintf("%s serves data imposed by primforce", m.cfg.Peer)
-	case rel == journal.ANewer || rel == journal.Same:
+	case rel == journal.ANewer:
 		full = m.p.Inconsistent && m.p.ResyncFull
 		why = fmt.Sprintf("%s serves newer data (generation %v)", m.cfg.Peer, m.peer.Gen)
+	case rel == journal.Same:
+		full = m.p.Inconsistent && m.p.ResyncFull
+		why = fmt.Sprintf("%s serves generation %v, which this node holds: resync what changed", m.cfg.Peer, m.peer.Gen)
 	case rel == journal.SplitBrain:
 		full, quarantine = true, true
 		why = fmt.Sprintf("split brain: %s and %s both served since generation %016x; %s serves, this node's divergent files are quarantined", m.cfg.Node, m.cfg.Peer, journal.CommonAncestor(m.p.Gen, m.peer.Gen), m.cfg.Peer)
@@ -722,7 +735,15 @@ func (m *Machine) stopModule(cause, action string, stopped, force, thenStart boo
 		m.enter(core.Stop, core.NotReady, cause)
 	}))
 	if thenStart {
-		steps = append(steps, doStep(func() { m.startModule("stopstart: starting again") }))
+		// Stopping a PRIM whose SECOND is in sync hands the application
+		// over: come back as its SECOND rather than take it back.
+		handOver := from == core.Prim && m.canSwap()
+		steps = append(steps, doStep(func() {
+			m.startModule("stopstart: starting again")
+			if handOver {
+				m.yield, m.yieldWhy = true, fmt.Sprintf("stopstart of the PRIM hands the application over to %s", m.cfg.Peer)
+			}
+		}))
 	}
 	m.start("stop", steps...)
 }

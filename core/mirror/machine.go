@@ -107,7 +107,8 @@ type Machine struct {
 	checkers []*checker
 	loops    core.LoopCounter
 
-	yield     bool // `halo second`
+	yield     bool   // `halo second`, or a stopstart of a PRIM: let the peer serve
+	yieldWhy  string // for the event log and the peer
 	yieldFull bool
 	handover  bool // we handed over in a swap
 	degrading bool // stalled: waiting for the peer to mark its data outdated
@@ -358,7 +359,7 @@ func (m *Machine) onScriptDone(e core.ScriptDone) {
 // startFailed stops the module here after a start script failed: a peer in
 // sync takes over when it sees this node stopped.
 func (m *Machine) startFailed(script, detail string) {
-	cause := fmt.Sprintf("%s failed on %s (%s): module stopped here; fix the application and run halo start", script, m.cfg.Node, detail)
+	cause := fmt.Sprintf("%s did not succeed on %s (%s): module stopped here; fix the application and run halo start", script, m.cfg.Node, detail)
 	m.stopModule(cause, "stop", true, false, false)
 }
 
@@ -582,7 +583,7 @@ func (m *Machine) canServe() (bool, string) {
 	case m.p.Outdated:
 		return false, fmt.Sprintf("data on %s is outdated (%s continued without it)", m.cfg.Node, m.cfg.Peer)
 	case m.yield:
-		return false, fmt.Sprintf("halo second was run on %s", m.cfg.Node)
+		return false, m.yieldWhy
 	case m.failoverOff() && m.p.Role != core.Alone && m.p.Role != core.Prim:
 		return false, fmt.Sprintf("failover is off on %s", m.cfg.Node)
 	}

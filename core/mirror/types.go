@@ -30,6 +30,9 @@ import (
 	"github.com/halo-ha/halo/core/journal"
 )
 
+// OriginBoot is the Command.Origin of the start the agent sends at boot.
+const OriginBoot = "boot"
+
 // Split-brain winner policies (Config.SplitBrainWinner); any other value is
 // a node name.
 const (

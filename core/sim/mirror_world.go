@@ -279,7 +279,7 @@ func (w *MirrorWorld) Boot(n *MirrorNode) {
 	n.State, n.Ready = core.Stop, core.NotReady
 	w.step(n, core.Tick{Now: w.now})
 	if n.M.ShouldStartAtBoot() {
-		w.step(n, core.Command{At: w.now, Kind: core.CmdStart, Origin: "boot"})
+		w.step(n, core.Command{At: w.now, Kind: core.CmdStart, Origin: mirror.OriginBoot})
 	}
 }
 
