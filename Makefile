@@ -27,18 +27,18 @@ plugins:
 # SDK module, the generated-code check, and (as root) the integration tests.
 test: build lint proto-check test-unit test-sdk test-integration
 
+# Unit tests: everything but the namespace-based integration tests.
 test-unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v '/test/')
 
 test-sdk:
 	cd sdk && $(GO) test -count=1 ./...
 
 # Integration tests need root (namespaces, FUSE, nftables); they skip loudly
-# otherwise, and CI runs as root.
+# otherwise, and fail instead when HALO_REQUIRE_ROOT=1 (CI sets it) so a
+# skipped integration test is never counted as a pass.
 test-integration:
-	@if [ -d test ] && ls test/*_test.go >/dev/null 2>&1; then \
-		HALO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m ./test/... ; \
-	fi
+	HALO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m ./test/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
