@@ -125,8 +125,10 @@ func serveGate(t *testing.T, fn func(ctx context.Context, run Run, out Output) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, server := plugin.TestPluginGRPCConn(t, false, sets[base.APIVersion])
-	t.Cleanup(func() { _ = client.Close(); server.Stop() })
+	// Closing the client shuts the server down (go-plugin's controller);
+	// stopping it here as well would race with that.
+	client, _ := plugin.TestPluginGRPCConn(t, false, sets[base.APIVersion])
+	t.Cleanup(func() { _ = client.Close() })
 	rawBase, _ := client.Dispense(base.PluginName)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -253,10 +255,10 @@ func TestRunCommand(t *testing.T) {
 	// A script that traps SIGTERM is killed when ctx ends.
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	stopping = make(chan struct{})
-	close(stopping)
+	stopped := make(chan struct{})
+	close(stopped)
 	start = time.Now()
-	code, err = RunCommand(tctx, Run{Script: "stubborn", Stopping: stopping}, o,
+	code, err = RunCommand(tctx, Run{Script: "stubborn", Stopping: stopped}, o,
 		exec.Command("/bin/sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"))
 	if code != -1 || err == nil || !strings.Contains(err.Error(), "killed") || time.Since(start) > 5*time.Second {
 		t.Fatalf("forced: %d, %v after %s", code, err, time.Since(start))

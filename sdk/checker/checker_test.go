@@ -31,8 +31,10 @@ func serve(t *testing.T, check func(ctx context.Context) (Result, error)) *Clien
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, server := plugin.TestPluginGRPCConn(t, false, sets[base.APIVersion])
-	t.Cleanup(func() { _ = client.Close(); server.Stop() })
+	// Closing the client shuts the server down (go-plugin's controller);
+	// stopping it here as well would race with that.
+	client, _ := plugin.TestPluginGRPCConn(t, false, sets[base.APIVersion])
+	t.Cleanup(func() { _ = client.Close() })
 	rawBase, _ := client.Dispense(base.PluginName)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

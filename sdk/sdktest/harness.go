@@ -86,11 +86,10 @@ func serve(t testing.TB, sets map[int]plugin.PluginSet) served {
 	if !ok {
 		t.Fatalf("plugin does not serve API version %d", base.APIVersion)
 	}
-	client, server := plugin.TestPluginGRPCConn(t, false, set)
-	t.Cleanup(func() {
-		_ = client.Close()
-		server.Stop()
-	})
+	client, _ := plugin.TestPluginGRPCConn(t, false, set)
+	// Closing the client shuts the server down through go-plugin's
+	// controller service, as the host's Kill does for a real plugin.
+	t.Cleanup(func() { _ = client.Close() })
 	p := &Plugin{Base: dispense[*base.Client](t, client, base.PluginName)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
