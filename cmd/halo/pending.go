@@ -17,7 +17,6 @@ var pendingCommands = []struct{ use, short string }{
 	{"verify <module>", "Compare both nodes' replicated trees"},
 	{"diff <module>", "Estimate what a resync would send"},
 	{"snapshot <module> <out.tar.gz>", "Bundle config, logs, state and versions for support"},
-	{"cluster init|status", "Create cluster CA and keys; show cluster status"},
 }
 
 func addPendingCommands(root *cobra.Command) {

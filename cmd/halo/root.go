@@ -23,6 +23,7 @@ func newRootCmd() *cobra.Command {
 		newLogsCmd(),
 		newResourceCmd(),
 		newPluginCmd(),
+		newClusterCmd(),
 		newSwitchCommand("failover", "Enable or suspend automatic failover"),
 		newSwitchCommand("checker", "Enable or suspend checkers"),
 		newSwitchCommand("errd", "Enable or suspend process checkers"),

@@ -161,9 +161,24 @@ type planner struct {
 
 func (p *planner) fail(err error) { p.errs = append(p.errs, err) }
 
-func (p *planner) err() error {
-	return fmt.Errorf("cluster init: %w", errors.Join(p.errs...))
+func (p *planner) err() error { return initErrors(p.errs) }
+
+// initErrors lists every problem PlanInit found, one per line.
+type initErrors []error
+
+func (e initErrors) Error() string {
+	if len(e) == 1 {
+		return "cluster init: " + e[0].Error() + "; nothing written"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster init: %d problems; nothing written:", len(e))
+	for _, err := range e {
+		b.WriteString("\n  - " + err.Error())
+	}
+	return b.String()
 }
+
+func (e initErrors) Unwrap() []error { return e }
 
 func (p *planner) path(elem ...string) string {
 	return filepath.Join(append([]string{p.plan.OutDir}, elem...)...)
@@ -259,7 +274,7 @@ func (p *planner) planCA() *CA {
 		p.fail(err)
 		return nil
 	}
-	p.add(keyPath, ActionCreate, SecretMode, keyPEM, "CA private key: keep it offline, it is needed only to add nodes")
+	p.add(keyPath, ActionCreate, SecretMode, keyPEM, "CA private key")
 	p.add(certPath, ActionCreate, PublicMode, ca.CertPEM(), "CA certificate")
 	return ca
 }
