@@ -186,11 +186,35 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 }
 
+// TestUnmarshalValueAppliesDefaults: a host that sends nulls (or omits
+// attributes) gets the same configuration as one that applied defaults.
+func TestUnmarshalValueAppliesDefaults(t *testing.T) {
+	v, err := sample.UnmarshalValue([]byte(`{"path": "/x", "target": {"host": "h"}, "rule": [{"name": "a"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg sampleConfig
+	if err := DecodeValue(v, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxAge != 30*time.Second || cfg.Retries != 3 || !cfg.Strict || cfg.Labels["team"] != "ops" || cfg.Target.Port != 80 {
+		t.Fatalf("defaults not applied: %+v (target %+v)", cfg, cfg.Target)
+	}
+	want, diags := sample.Decode(parseBody(t, "path = \"/x\"\ntarget { host = \"h\" }\nrule { name = \"a\" }\n"), nil)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if !v.RawEquals(want) {
+		t.Fatalf("plugin-side defaults differ from the host's:\n got %#v\nwant %#v", v, want)
+	}
+}
+
 func TestUnmarshalValueRejects(t *testing.T) {
 	tests := []struct {
 		name, json, want string
 	}{
 		{"not json", `{`, "decode configuration"},
+		{"null", `null`, "configuration is null"},
 		{"missing required", `{"path": null}`, "path: required attribute is missing"},
 		{"bad duration", `{"path": "x", "max_age": "forever"}`, "max_age: time: invalid duration"},
 		{"wrong type", `{"path": "x", "strict": "yes"}`, "decode configuration"},

@@ -29,19 +29,62 @@ func (s *Schema) MarshalValue(v cty.Value) ([]byte, error) {
 	return data, nil
 }
 
-// UnmarshalValue decodes a configuration received from the host and checks
-// it against the schema again (required attributes present, durations
-// valid, block counts), because a plugin must not trust that every host
-// validated it. Errors are AttrErrors joined.
+// UnmarshalValue decodes a configuration received from the host, fills in
+// defaults for attributes left null, and checks it against the schema again
+// (required attributes present, durations valid, block counts): a plugin
+// must not rely on every host, in every language, having done so. Errors
+// are AttrErrors joined.
 func (s *Schema) UnmarshalValue(data []byte) (cty.Value, error) {
 	v, err := ctyjson.Unmarshal(data, s.ImpliedType())
 	if err != nil {
 		return cty.NilVal, fmt.Errorf("decode configuration: %w", err)
 	}
+	if v.IsNull() {
+		return cty.NilVal, errors.New("configuration is null")
+	}
+	v = s.applyDefaults(v)
 	if err := s.ValidateValue(v); err != nil {
 		return cty.NilVal, err
 	}
 	return v, nil
+}
+
+// applyDefaults replaces null attributes that have a default, in v and its
+// nested blocks. v must be a non-null object of the schema's implied type.
+func (s *Schema) applyDefaults(v cty.Value) cty.Value {
+	attrs := v.AsValueMap()
+	if attrs == nil {
+		return v // an object without attributes
+	}
+	for _, a := range s.Attributes {
+		if attrs[a.Name].IsNull() {
+			if def, err := a.DefaultValue(); err == nil {
+				attrs[a.Name] = def
+			}
+		}
+	}
+	for _, b := range s.Blocks {
+		bv := attrs[b.Name]
+		if bv.IsNull() || !bv.IsKnown() {
+			continue
+		}
+		switch b.Nesting {
+		case NestingSingle:
+			attrs[b.Name] = b.Body.applyDefaults(bv)
+		case NestingList:
+			if bv.LengthInt() == 0 {
+				continue
+			}
+			elems := bv.AsValueSlice()
+			for i, ev := range elems {
+				if !ev.IsNull() {
+					elems[i] = b.Body.applyDefaults(ev)
+				}
+			}
+			attrs[b.Name] = cty.ListVal(elems)
+		}
+	}
+	return cty.ObjectVal(attrs)
 }
 
 // ValidateValue checks what the type alone cannot: required attributes and
