@@ -28,7 +28,7 @@ func newClusterInitCmd() *cobra.Command {
 	var nodes, users []string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "init [--cluster FILE] [--out DIR] [--node NAME]... [--user NAME]... [--force]",
+		Use:   "init",
 		Short: "Create the cluster CA, the cluster key and every node's certificate",
 		Long: `Create the cluster CA, the cluster key, and each node's certificate and key
 for mutual TLS between nodes, from the nodes and addresses in cluster.hcl.
@@ -45,14 +45,15 @@ Written under --out (default: a pki directory beside the cluster file):
 
 Install each node's files into its configuration directory, e.g.:
 
-  scp -rp <out>/node2/tls root@node2:/etc/halo/
+  scp -rp <out>/node2/* root@node2:/etc/halo/
 
 Running init again reuses the CA and the cluster key, keeps existing node
 keys, and re-issues only certificates that no longer fit (addresses changed,
 CA replaced, expiring within 30 days): add a node to cluster.hcl and run it
-again. --force replaces the node (and user) keys of the selected nodes too.
-The CA and the cluster key are never replaced: to rotate them, remove them
-from --out and run init again, then install every node's new files.
+again. --force also replaces the keys of the selected nodes and users, and
+node copies of the cluster key that differ from <out>/cluster.key. The CA and
+<out>/cluster.key are never replaced: to rotate them, remove them from --out,
+run init again with --force, then install every node's new files.
 
 Bring your own CA: place its certificate and key as <out>/ca.pem and
 <out>/ca-key.pem before the first run. With only ca.pem (an external CA

@@ -621,3 +621,52 @@ func TestParseMaterialRejects(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseClusterKey(f *testing.F) {
+	k, _ := NewClusterKey()
+	f.Add(EncodeClusterKey(k))
+	f.Add([]byte("zz\n"))
+	f.Add([]byte(strings.Repeat("0", 63)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		key, err := ParseClusterKey(data)
+		if err != nil {
+			return
+		}
+		if len(key) < ClusterKeySize {
+			t.Fatalf("accepted a %d-byte key", len(key))
+		}
+		back, err := ParseClusterKey(EncodeClusterKey(key))
+		if err != nil || !bytes.Equal(back, key) {
+			t.Fatalf("round trip: %x → %x, %v", key, back, err)
+		}
+	})
+}
+
+// Rotating the CA is removing it and running init again: every node's
+// certificate is re-issued under the new CA, for the key it already has.
+func TestInitCARotation(t *testing.T) {
+	dir := t.TempDir()
+	c := loadCluster(t, dir, threeNodes)
+	out := filepath.Join(dir, "out")
+	initOK(t, InitOptions{Cluster: c, OutDir: out})
+	before := snapshot(t, out)
+	for _, f := range []string{"ca.pem", "ca-key.pem"} {
+		if err := os.Remove(filepath.Join(out, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := initOK(t, InitOptions{Cluster: c, OutDir: out})
+	after := snapshot(t, out)
+	a := actions(plan, out)
+	for _, n := range []string{"node1", "node2", "node3"} {
+		if a[n+"/tls/node.pem"] != ActionReplace || a[n+"/tls/ca.pem"] != ActionReplace || a[n+"/tls/node-key.pem"] != ActionKeep {
+			t.Errorf("%s: %v", n, a)
+		}
+		if _, err := ParseMaterial(after["ca.pem"], after[n+"/tls/node.pem"], after[n+"/tls/node-key.pem"], testNow); err != nil {
+			t.Errorf("%s under the new CA: %v", n, err)
+		}
+	}
+	if bytes.Equal(before["ca.pem"], after["ca.pem"]) || !bytes.Equal(before["cluster.key"], after["cluster.key"]) {
+		t.Error("rotation: CA kept or cluster key changed")
+	}
+}

@@ -302,3 +302,28 @@ func TestIdentityOf(t *testing.T) {
 		t.Error("PeerIdentity trusted an unverified certificate")
 	}
 }
+
+// A certificate that lists another node's name among its SANs (as an
+// external CA might issue by mistake) passes host name verification; the
+// subject check still refuses it.
+func TestClientChecksSubjectNotOnlySANs(t *testing.T) {
+	p := newTestPKI(t, "test")
+	key, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := p.material(p.ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "node2", OrganizationalUnit: []string{OUNode}},
+		DNSNames:    []string{"node1", "node2"},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, key, time.Now()))
+	client := p.node("node3")
+	r := handshake(t, wide.PeerServerConfig(), client.ClientConfig("node1"))
+	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "the certificate is of node node2") {
+		t.Errorf("client accepted node2's certificate as node1: %v", r.clientErr)
+	}
+	if r := handshake(t, wide.PeerServerConfig(), client.ClientConfig("node2")); !r.ok() {
+		t.Errorf("as node2: client %v, server %v", r.clientErr, r.serverErr)
+	}
+}
