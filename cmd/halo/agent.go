@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/halo-ha/halo/internal/agent"
+	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/pluginhost"
+)
+
+func newAgentCmd() *cobra.Command {
+	var configDir, dataDir, pluginDir, node, socket, logLevel string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the halo agent on this node",
+		Long: `Run the halo agent: load <config-dir>/cluster.hcl and <config-dir>/modules/*/module.hcl,
+run every module of this node, and serve the API on <data-dir>/halo.sock.
+Every path has a flag and an environment variable, so several nodes can run on one machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := hclog.New(&hclog.LoggerOptions{Name: "halo", Level: hclog.LevelFromString(logLevel), Output: os.Stderr})
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			host, err := pluginhost.New(pluginhost.Options{Dir: pluginDir, Logger: logger.Named("plugins"), StateDir: dataDir, Node: node})
+			if err != nil {
+				return fmt.Errorf("plugins: %w", err)
+			}
+			// Plugin schemas take part in validation: a typo in a checker
+			// block stops the agent with its file:line:col.
+			cfg, diags := config.Load(config.Options{Plugins: host}, configDir)
+			if diags.HasErrors() {
+				host.Close()
+				_ = config.WriteDiagnostics(cmd.ErrOrStderr(), diags)
+				return &exitError{code: 1, msg: fmt.Sprintf("configuration in %s has %d error(s)", configDir, countErrors(diags))}
+			}
+			_ = config.WriteDiagnostics(cmd.ErrOrStderr(), diags) // warnings
+			if node == "" {
+				node, err = guessNode(cfg.Cluster)
+				if err != nil {
+					host.Close()
+					return err
+				}
+			}
+			if cfg.Cluster != nil && cfg.Cluster.Node(node) == nil {
+				host.Close()
+				return fmt.Errorf("node %q is not declared in %s", node, cfg.Cluster.File)
+			}
+			a, err := agent.New(ctx, agent.Options{
+				Node: node, Version: Version, Cluster: cfg.Cluster, Modules: cfg.Modules,
+				DataDir: dataDir, Socket: socket, Plugins: host, Logger: logger,
+			})
+			if err != nil {
+				host.Close()
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&configDir, "config-dir", envOr("HALO_CONFIG_DIR", defaultConfigDir), "configuration directory (env HALO_CONFIG_DIR)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("HALO_DATA_DIR", defaultDataDir), "state directory (env HALO_DATA_DIR)")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", envOr("HALO_PLUGIN_DIR", defaultPluginDir), "plugin directory (env HALO_PLUGIN_DIR)")
+	cmd.Flags().StringVar(&node, "node", os.Getenv("HALO_NODE"), "this node's name in cluster.hcl (env HALO_NODE; default: the host name)")
+	cmd.Flags().StringVar(&socket, "socket", os.Getenv("HALO_SOCKET"), "API socket (env HALO_SOCKET; default <data-dir>/halo.sock)")
+	cmd.Flags().StringVar(&logLevel, "log-level", envOr("HALO_LOG_LEVEL", "info"), "trace, debug, info, warn or error")
+	return cmd
+}
+
+// guessNode picks this node's name: the host name, when the cluster
+// declares it.
+func guessNode(c *config.Cluster) (string, error) {
+	hn, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("no --node given and the host name is unknown: %w", err)
+	}
+	if c == nil || c.Node(hn) != nil {
+		return hn, nil
+	}
+	return "", fmt.Errorf("no --node given and the host name %q is not a node of %s", hn, filepath.Base(c.File))
+}
