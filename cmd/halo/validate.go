@@ -2,16 +2,20 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/pluginhost"
 )
 
 func newValidateCmd() *cobra.Command {
-	var clusterFile, configDir string
+	var clusterFile, configDir, pluginDir string
 	var detailed bool
 	cmd := &cobra.Command{
 		Use:   "validate <file or dir>...",
@@ -27,6 +31,16 @@ Exits 1 when any diagnostic is an error.`,
 			opts := config.Options{
 				ClusterFile:        clusterFile,
 				DefaultClusterFile: filepath.Join(configDir, config.ClusterFileName),
+			}
+			// With a plugin directory, each plugin block is checked against
+			// the schema its plugin declares, at its file:line:col.
+			if pluginDir != "" {
+				host, err := pluginhost.New(pluginhost.Options{Dir: pluginDir, Logger: hclog.NewNullLogger()})
+				if err != nil {
+					return fmt.Errorf("plugins: %w", err)
+				}
+				defer host.Close()
+				opts.Plugins = host
 			}
 			cfg, diags := config.Load(opts, args...)
 			out := cmd.OutOrStdout()
@@ -44,6 +58,7 @@ Exits 1 when any diagnostic is an error.`,
 	}
 	cmd.Flags().StringVar(&clusterFile, "cluster", "", "cluster file to validate modules against")
 	cmd.Flags().StringVar(&configDir, "config-dir", envOr("HALO_CONFIG_DIR", defaultConfigDir), "configuration directory (env HALO_CONFIG_DIR)")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", os.Getenv("HALO_PLUGIN_DIR"), "check plugin blocks against the schemas of the plugins in this directory (env HALO_PLUGIN_DIR)")
 	cmd.Flags().BoolVar(&detailed, "detailed", false, "show each diagnostic with its source lines")
 	return cmd
 }

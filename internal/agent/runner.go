@@ -271,12 +271,13 @@ func (r *moduleRunner) report(ctx context.Context, name string, st core.CheckSta
 // refusal, if any.
 func (r *moduleRunner) command(ctx context.Context, cmd core.Command) error {
 	req := commandReq{cmd: cmd, reply: make(chan error, 1)}
+	// Logged before the machine sees it, so the log reads cause then effect.
+	r.events.add("command", "info", fmt.Sprintf("%s from %s", cmd.Kind, cmd.Origin))
 	select {
 	case r.cmds <- req:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	r.events.add("command", "info", fmt.Sprintf("%s from %s", cmd.Kind, cmd.Origin))
 	select {
 	case err := <-req.reply:
 		return err

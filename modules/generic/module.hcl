@@ -44,7 +44,7 @@ module "generic" {
   check "errd" "process" {
     when     = "prim"
     action   = "restart"
-    process  = "generic" # EDIT
+    name     = "generic" # EDIT
     at_least = 1
   }
 

@@ -19,7 +19,7 @@ module "light-generic" {
 
   check "errd" "process" {
     action   = "restart"
-    process  = "generic" # EDIT
+    name     = "generic" # EDIT
     at_least = 1
   }
 

@@ -27,7 +27,7 @@ module "nginx-farm" {
 
   check "errd" "nginx" {
     action   = "restart"
-    process  = "nginx"
+    name     = "nginx"
     at_least = 1
   }
 

@@ -36,7 +36,7 @@ module "postgresql" {
   check "errd" "postmaster" {
     when     = "prim"
     action   = "restart"
-    process  = "postgres"
+    name     = "postgres"
     at_least = 1
   }
 
