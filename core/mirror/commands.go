@@ -230,5 +230,5 @@ func (m *Machine) cmdPrim(c core.Command, cause string, refuse func(string, ...a
 			p.Forced, p.Inconsistent, p.ResyncFull, p.Shared = true, false, false, true
 		})
 	}
-	m.goAlone(cause, c.Kind.String(), basis)
+	m.goAlone(cause, c.Kind.String(), basis, func() bool { return !m.peerAlive || !m.peer.State.Serving() })
 }

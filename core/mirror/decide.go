@@ -14,6 +14,14 @@ func (m *Machine) reconcile() bool {
 	if m.state == core.Stop {
 		return false
 	}
+	if m.peerAlive && !m.peerFresh() {
+		// Just resumed from a pause: what the peer said may be old. Step
+		// down if it serves; promote nothing until a fresh heartbeat.
+		if m.state.Serving() && m.peer.State.Serving() {
+			return m.resolveConflict()
+		}
+		return false
+	}
 	if m.checkerAction() {
 		return true
 	}
@@ -51,13 +59,9 @@ func elect(x, y PeerStatus, cfg Config) decision {
 	var best []PeerStatus
 	why, basis := "", BasisNewest
 	switch {
-	case a.Forced != b.Forced:
-		f := a
-		if b.Forced {
-			f = b
-		}
-		best, why, basis = []PeerStatus{f}, fmt.Sprintf("%s's data was imposed by primforce", f.Node), BasisForced
 	case a.Yield != b.Yield:
+		// An administrator's halo second (or a stopstart handing over)
+		// overrides everything else.
 		k, y := a, b
 		if a.Yield {
 			k, y = b, a
@@ -65,6 +69,27 @@ func elect(x, y PeerStatus, cfg Config) decision {
 		best, why = []PeerStatus{k}, fmt.Sprintf("%s yields: %s", y.Node, y.Blocker)
 		if rel := journal.Compare(k.Gen, y.Gen); rel != journal.Same && rel != journal.ANewer {
 			basis = BasisAdmin // the yielding node's changes are given up
+		}
+	case a.Forced != b.Forced:
+		f := a
+		if b.Forced {
+			f = b
+		}
+		best, why, basis = []PeerStatus{f}, fmt.Sprintf("%s's data was imposed by primforce", f.Node), BasisForced
+	case a.Inconsistent != b.Inconsistent || a.Outdated != b.Outdated:
+		// A node whose resync (or replication) from the other was cut
+		// holds a mix, or an old copy, of the other's data: the other is
+		// the reference whatever their generations say (it may even have
+		// won a split brain the first was being resynced for).
+		g, o := a, b
+		if a.Inconsistent || a.Outdated {
+			g, o = b, a
+		}
+		best, why = []PeerStatus{g}, fmt.Sprintf("%s was being brought up to date from %s", o.Node, g.Node)
+		if rel := journal.Compare(g.Gen, o.Gen); rel != journal.Same && rel != journal.ANewer {
+			// The other's own changes were already given up (split-brain
+			// policy, primforce, unrelated data): its resync quarantines them.
+			basis = BasisPolicy
 		}
 	default:
 		switch journal.Compare(a.Gen, b.Gen) {
@@ -105,7 +130,7 @@ func elect(x, y PeerStatus, cfg Config) decision {
 	}
 	if len(able) == 0 {
 		s := usable[0]
-		return decision{admin: s.State == core.Stop, why: fmt.Sprintf("%s has the newest data but cannot serve: %s", s.Node, s.Blocker)}
+		return decision{admin: s.BlockerNeedsAdmin, why: fmt.Sprintf("%s has the newest data but cannot serve: %s", s.Node, s.Blocker)}
 	}
 	w := able[0]
 	if len(able) == 2 {
@@ -185,7 +210,9 @@ func (m *Machine) electAndServe(situation string) bool {
 	d := elect(m.self(), m.peer, m.cfg)
 	switch {
 	case d.winner == m.cfg.Node && m.peer.Vote == m.cfg.Node:
-		m.goAlone(fmt.Sprintf("%s; %s elected to serve: %s", situation, m.cfg.Node, d.why), "start", d.basis)
+		m.goAlone(fmt.Sprintf("%s; %s elected to serve: %s", situation, m.cfg.Node, d.why), "start", d.basis, func() bool {
+			return m.peerAlive && !m.peer.State.Serving() && m.peer.Vote == m.cfg.Node && elect(m.self(), m.peer, m.cfg).winner == m.cfg.Node
+		})
 		return true
 	case d.winner == m.cfg.Node:
 		m.waitNote(fmt.Sprintf("%s; elected to serve (%s), waiting for %s to agree", situation, d.why, m.cfg.Peer), false)
@@ -253,8 +280,39 @@ func (m *Machine) aloneWithoutPeer() bool {
 		m.setReason(why+"; checking the split-brain witness first", false)
 		return false
 	}
-	m.goAlone(why, "start", basis)
+	m.goAlone(why, "start", basis, m.peerStillAbsent)
 	return true
+}
+
+// peerHadBetterData tells, from what this node last learnt of its peer's
+// data, why the peer's data should be preferred to its own (better), or
+// that both diverged and this node wins the split brain by policy (won).
+func (m *Machine) peerHadBetterData() (better, won string) {
+	pd := m.p.Peer
+	if pd.Gen.IsZero() {
+		return "", ""
+	}
+	rel := journal.Compare(m.p.Gen, pd.Gen)
+	if m.peerKnown && (m.peer.Inconsistent || m.peer.Outdated) {
+		// It was being brought up to date from this node.
+		if rel == journal.SplitBrain || rel == journal.Unrelated {
+			return "", fmt.Sprintf("%s was being brought up to date from %s (its own changes are quarantined)", m.cfg.Peer, m.cfg.Node)
+		}
+		return "", ""
+	}
+	switch {
+	case pd.Forced && !m.p.Forced:
+		return fmt.Sprintf("%s serves data imposed by primforce", m.cfg.Peer), ""
+	case rel == journal.BNewer:
+		return fmt.Sprintf("%s had newer data when last seen (generation %v)", m.cfg.Peer, pd.Gen), ""
+	case rel == journal.SplitBrain:
+		peer := PeerStatus{Node: m.cfg.Peer, Gen: pd.Gen, AloneSince: pd.AloneSince}
+		if w := splitBrainWinner(m.self(), peer, m.cfg).Node; w == m.cfg.Peer {
+			return fmt.Sprintf("split brain with %s, which wins by policy %s", m.cfg.Peer, m.cfg.SplitBrainWinner), ""
+		}
+		return "", fmt.Sprintf("split brain with %s, which %s wins by policy %s", m.cfg.Peer, m.cfg.Node, m.cfg.SplitBrainWinner)
+	}
+	return "", ""
 }
 
 func (m *Machine) inconsistentReason() string {
@@ -267,6 +325,15 @@ func (m *Machine) aloneAllowed() (ok bool, basis Basis, why string, admin bool) 
 	absent := m.lostCause
 	if !m.peerKnown || absent == "" {
 		absent = fmt.Sprintf("%s not seen since %s started", m.cfg.Peer, m.cfg.Node)
+	}
+	// What the peer said before it vanished (persisted) beats what this
+	// node remembers of its own role.
+	better, won := m.peerHadBetterData()
+	if better != "" {
+		return false, BasisNone, fmt.Sprintf("%s; %s: waiting for it (halo prim here if %s is lost for good)", absent, better, m.cfg.Peer), false
+	}
+	if won != "" && (m.p.Role == core.Alone || m.inSyncAtLoss) {
+		return true, BasisPolicy, fmt.Sprintf("%s; %s", absent, won), false
 	}
 	switch {
 	case m.p.Role == core.Alone:
@@ -353,6 +420,13 @@ func (m *Machine) failover(cause string) bool {
 		m.toWait(fmt.Sprintf("%s; data on %s is outdated (replication had stalled): not taking over", cause, m.cfg.Node), false)
 		return true
 	}
+	if better, _ := m.peerHadBetterData(); better != "" {
+		// The peer went on without this node (seen just before it
+		// vanished, e.g. right after this node resumed from a pause).
+		_, _, why, admin := m.aloneAllowed()
+		m.toWait(why, admin)
+		return true
+	}
 	if m.failoverOff() {
 		m.inSyncAtLoss = true
 		_, _, why, admin := m.aloneAllowed()
@@ -375,7 +449,7 @@ func (m *Machine) failover(cause string) bool {
 			return false
 		}
 	}
-	m.goAlone(cause+": failover", "failover", BasisNewest)
+	m.goAlone(cause+": failover", "failover", BasisNewest, m.peerStillAbsent)
 	return true
 }
 
@@ -605,20 +679,45 @@ func (m *Machine) forkAlone(p *Persistent) {
 	p.Role = core.Alone
 }
 
+// abandonTakeover: the situation changed while the secondary was being
+// stopped to take over. Restart it (a SECOND stays a SECOND) and decide
+// again.
+func (m *Machine) abandonTakeover(from core.State) {
+	m.logf("warn", "taking over abandoned: %s is %s now", m.cfg.Peer, m.peerText())
+	if from != core.Second {
+		m.plan = nil
+		return
+	}
+	m.start("restart secondary",
+		doStep(func() { m.enter(core.Second, core.Transient, "taking over abandoned: restarting the secondary") }),
+		step{script: "start_second", args: []string{"SECOND", "SECOND", "abandon"}},
+		doStep(func() { m.enter(core.Second, m.settledReadiness(), "secondary restarted") }))
+}
+
 // ---- transitions ----
 
-// goAlone starts serving without a SECOND.
-func (m *Machine) goAlone(cause, action string, basis Basis) {
+func (m *Machine) peerStillAbsent() bool { return !m.peerAlive }
+
+// goAlone starts serving without a SECOND. still is checked again once the
+// secondary is stopped, just before this node starts serving: stop_second
+// may take long, and the peer may have reappeared (or changed its mind)
+// meanwhile.
+func (m *Machine) goAlone(cause, action string, basis Basis, still func() bool) {
 	from := m.state
 	var steps []step
 	if from == core.Second {
-		steps = append(steps, m.scriptStep("stop_second", "ALONE", action), doStep(func() {
-			m.ensureRepl(ReplNone)
-			m.resync = nil
-		}))
+		steps = append(steps, m.scriptStep("stop_second", "ALONE", action))
 	}
 	steps = append(steps,
 		doStep(func() {
+			if !still() {
+				m.abandonTakeover(from)
+				return
+			}
+			if from == core.Second {
+				m.ensureRepl(ReplNone)
+				m.resync = nil
+			}
 			m.persist(func(p *Persistent) {
 				m.forkAlone(p)
 				p.Stopped = false
@@ -765,7 +864,7 @@ func (m *Machine) startModule(cause string) {
 // restartApp restarts the application in place (checker action restart,
 // halo restart).
 func (m *Machine) restartApp(cause string) {
-	s, r := m.state, m.ready
+	s := m.state
 	stop, start := "stop_second", "start_second"
 	if s.Serving() {
 		stop, start = "stop_prim", "start_prim"
@@ -774,7 +873,21 @@ func (m *Machine) restartApp(cause string) {
 		doStep(func() { m.enter(s, core.Transient, cause) }),
 		m.scriptStep(stop, s.String(), "restart"),
 		m.scriptStep(start, s.String(), "restart"),
-		doStep(func() { m.enter(s, r, "application restarted") }))
+		doStep(func() { m.enter(s, m.settledReadiness(), "application restarted") }))
+}
+
+// settledReadiness is the readiness of the current state once no script
+// runs (a resync may have started or ended meanwhile).
+func (m *Machine) settledReadiness() core.Readiness {
+	switch {
+	case m.state != core.Second:
+		return core.Ready
+	case m.resync != nil:
+		return core.Transient
+	case m.p.Inconsistent || m.p.Outdated:
+		return core.NotReady
+	}
+	return core.Ready
 }
 
 func (m *Machine) canSwap() bool {
@@ -828,8 +941,7 @@ func (m *Machine) onMessage(msg Message) {
 		return
 	}
 	if msg.Status.Node == m.cfg.Peer && msg.Status.after(m.peer) {
-		m.peer = msg.Status
-		m.peer.Gen = msg.Status.Gen.Clone()
+		m.setPeer(msg.Status)
 	}
 	switch msg.Kind {
 	case MsgSwapRequest:

@@ -219,6 +219,27 @@ func (m *Machine) advance(t time.Time) {
 	if t.After(m.now) {
 		m.now = t
 	}
+	if !m.lastTick.IsZero() && m.now.Sub(m.lastTick) > m.pauseThreshold() {
+		m.paused()
+	}
+}
+
+// paused handles a gap in ticks: this process did not run for a while
+// (SIGSTOP, VM pause, swap storm). Heartbeats that arrived meanwhile wait in
+// socket buffers and describe the peer as it was: judging the peer on old
+// timestamps would make a frozen PRIM go ALONE beside the node that took
+// over, and acting on old statuses could promote it. Heartbeat timers
+// restart from now, and reconcile promotes nothing until a heartbeat
+// received after the pause.
+func (m *Machine) paused() {
+	m.logf("warn", "no tick for %v: this node was paused; heartbeat timers restarted", m.now.Sub(m.lastTick).Round(time.Millisecond))
+	for _, n := range m.nets {
+		n.lastSeen = m.now
+	}
+	m.pausedAt, m.lastTick = m.now, m.now
+	if !m.peerAlive && m.graceUntil.Before(m.now.Add(m.cfg.HeartbeatTimeout)) {
+		m.graceUntil = m.now.Add(m.cfg.HeartbeatTimeout)
+	}
 }
 
 // settle runs the current plan as far as it goes, then takes decisions until
@@ -390,8 +411,7 @@ func (m *Machine) onHeartbeat(e PeerHeartbeat) {
 	n.up, n.seen, n.lastSeen = true, true, m.now
 	m.peerHeard = m.now
 	if !m.peerKnown || e.Peer.after(m.peer) {
-		m.peer = e.Peer
-		m.peer.Gen = e.Peer.Gen.Clone()
+		m.setPeer(e.Peer)
 	}
 	if !m.peerAlive {
 		m.peerAlive, m.peerKnown = true, true
@@ -400,24 +420,22 @@ func (m *Machine) onHeartbeat(e PeerHeartbeat) {
 	}
 }
 
+// setPeer records a newer status of the peer, and persists what must
+// survive a restart when it changed.
+func (m *Machine) setPeer(s PeerStatus) {
+	m.peer = s
+	m.peer.Gen = s.Gen.Clone()
+	pd := m.p.Peer
+	if !pd.Gen.Equal(s.Gen) || pd.Forced != s.Forced || !pd.AloneSince.Equal(s.AloneSince) {
+		m.persist(func(p *Persistent) {
+			p.Peer = PeerData{Gen: s.Gen.Clone(), Forced: s.Forced, AloneSince: s.AloneSince}
+		})
+	}
+}
+
 func (m *Machine) pauseThreshold() time.Duration { return m.cfg.HeartbeatTimeout / 2 }
 
 func (m *Machine) onTick() {
-	if !m.lastTick.IsZero() && m.now.Sub(m.lastTick) > m.pauseThreshold() {
-		// This process did not run for a while (SIGSTOP, VM pause, swap
-		// storm). Heartbeats that arrived meanwhile wait in socket buffers:
-		// judging the peer on the old timestamps would make a frozen PRIM
-		// go ALONE beside the node that took over. Give heartbeats a full
-		// timeout from now instead.
-		m.logf("warn", "no tick for %v: this node was paused; heartbeat timers restarted", m.now.Sub(m.lastTick))
-		for _, n := range m.nets {
-			n.lastSeen = m.now
-		}
-		m.pausedAt = m.now
-		if m.graceUntil.Before(m.now.Add(m.cfg.HeartbeatTimeout)) && !m.peerAlive {
-			m.graceUntil = m.now.Add(m.cfg.HeartbeatTimeout)
-		}
-	}
 	m.lastTick = m.now
 	var lost []string
 	for _, n := range m.nets {
@@ -462,9 +480,10 @@ func (m *Machine) netsLost(names []string, why string) {
 // show up before deciding it is absent.
 func (m *Machine) inGrace() bool { return !m.peerAlive && m.now.Before(m.graceUntil) }
 
-// peerFresh: the peer status was received after this node last paused (an
-// old status must not drive a decision after a freeze).
-func (m *Machine) peerFresh() bool { return m.peerAlive && !m.peerHeard.Before(m.pausedAt) }
+// peerFresh: the last peer status was received after this node last paused
+// (strictly after: statuses read at once on resuming were buffered during
+// the pause and may be old).
+func (m *Machine) peerFresh() bool { return m.peerAlive && m.peerHeard.After(m.pausedAt) }
 
 // ---- witness ----
 
@@ -572,35 +591,36 @@ func (m *Machine) onResyncFailed(e ResyncFailed) {
 
 // ---- status ----
 
-// canServe tells whether this node could serve now if elected, and if not,
-// why.
-func (m *Machine) canServe() (bool, string) {
+// canServe tells whether this node could serve now if elected, if not why,
+// and whether only an administrator can change that.
+func (m *Machine) canServe() (ok bool, blocker string, admin bool) {
 	switch {
 	case m.state == core.Stop:
-		return false, fmt.Sprintf("module stopped on %s", m.cfg.Node)
+		return false, fmt.Sprintf("module stopped on %s (halo start)", m.cfg.Node), true
 	case m.p.Inconsistent:
-		return false, fmt.Sprintf("data on %s is inconsistent (resync interrupted)", m.cfg.Node)
+		return false, fmt.Sprintf("data on %s is inconsistent (resync interrupted)", m.cfg.Node), false
 	case m.p.Outdated:
-		return false, fmt.Sprintf("data on %s is outdated (%s continued without it)", m.cfg.Node, m.cfg.Peer)
+		return false, fmt.Sprintf("data on %s is outdated (%s continued without it)", m.cfg.Node, m.cfg.Peer), false
 	case m.yield:
-		return false, m.yieldWhy
+		return false, m.yieldWhy, false
 	case m.failoverOff() && m.p.Role != core.Alone && m.p.Role != core.Prim:
-		return false, fmt.Sprintf("failover is off on %s", m.cfg.Node)
+		return false, fmt.Sprintf("failover is off on %s: only halo prim promotes it", m.cfg.Node), true
 	}
 	if c := m.forbidder(core.Alone); c != nil {
-		return false, m.checkerReason(c)
+		return false, m.checkerReason(c), false
 	}
-	return true, ""
+	return true, "", false
 }
 
 func (m *Machine) self() PeerStatus {
-	can, blocker := m.canServe()
+	can, blocker, blockerAdmin := m.canServe()
 	s := PeerStatus{
 		Node: m.cfg.Node, Incarnation: m.boot.UnixNano(), Seq: m.hbSeq,
 		State: m.state, Readiness: m.ready, Gen: m.p.Gen.Clone(), Role: m.p.Role,
 		Inconsistent: m.p.Inconsistent, Outdated: m.p.Outdated, Forced: m.p.Forced,
 		Degrading: m.degrading,
-		CanServe:  can, Blocker: blocker, Yield: m.yield, Handover: m.handover,
+		CanServe:  can, Blocker: blocker, BlockerNeedsAdmin: blockerAdmin,
+		Yield: m.yield, Handover: m.handover,
 		AloneSince: m.p.AloneSince,
 	}
 	s.Vote = m.vote(s)
@@ -628,6 +648,13 @@ func (m *Machine) Heartbeat() PeerStatus {
 
 // State returns the current state and readiness.
 func (m *Machine) State() (core.State, core.Readiness) { return m.state, m.ready }
+
+// Basis returns why a serving node serves.
+func (m *Machine) Basis() Basis { return m.basis }
+
+// Reason returns why the node is in its state, and whether only an
+// administrator can change it (a cheap part of Status).
+func (m *Machine) Reason() (string, bool) { return m.reason, m.admin }
 
 // Status returns the node's view for the API and the console.
 func (m *Machine) Status() Status {

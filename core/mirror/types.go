@@ -157,17 +157,30 @@ type Persistent struct {
 	Forced bool
 	// Stopped: stopped by the administrator, max_loop or a failed start
 	// script: the agent must not start the module at boot.
-	Stopped     bool
+	Stopped bool
+	// Peer is what this node last learnt of its peer's data: after a
+	// restart it still knows that the peer holds newer data, or won a split
+	// brain, and does not serve its own copy just because it was ALONE.
+	Peer        PeerData
 	FailoverOff bool        // `halo failover off`
 	CheckersOff []string    // `halo checker off [name]`; "*" = all
 	TypesOff    []string    // `halo errd off` suspends checkers of type errd
 	LoopTimes   []time.Time // checker actions in the max_loop window
 }
 
+// PeerData is the part of the peer's status worth remembering across
+// restarts.
+type PeerData struct {
+	Gen        journal.Generation
+	Forced     bool
+	AloneSince time.Time
+}
+
 // Clone returns a deep copy.
 func (p Persistent) Clone() Persistent {
 	c := p
 	c.Gen = p.Gen.Clone()
+	c.Peer.Gen = p.Peer.Gen.Clone()
 	c.CheckersOff = slices.Clone(p.CheckersOff)
 	c.TypesOff = slices.Clone(p.TypesOff)
 	c.LoopTimes = slices.Clone(p.LoopTimes)
@@ -193,9 +206,11 @@ type PeerStatus struct {
 	// Degrading: the sender's replication to the receiver is stalled; it
 	// asks the receiver to mark its data outdated before it continues alone.
 	Degrading bool
-	// CanServe: the sender could serve now if elected; Blocker says why not.
-	CanServe bool
-	Blocker  string
+	// CanServe: the sender could serve now if elected; Blocker says why
+	// not, BlockerNeedsAdmin whether only an administrator can change it.
+	CanServe          bool
+	Blocker           string
+	BlockerNeedsAdmin bool
 	// Vote: who the sender thinks should serve now. A node that sees its
 	// peer starts serving only if both votes name it.
 	Vote string

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/halo-ha/halo/core"
@@ -24,8 +25,19 @@ type MirrorOracle struct {
 	// accepted to lose (the node that served lacked them).
 	quarantined map[int]bool
 	lostOK      map[int]bool
+	// splitWrites: writes made on one side of a split brain (while the
+	// other side served apart), or left out by a split-brain winner. A node
+	// may serve without them; they must end up kept or quarantined
+	// (CheckFinal, and every resync that overwrites them).
+	splitWrites map[int]bool
 	dirty       [2]bool // a resync into the node started and did not finish
 	writeAt     []time.Time
+	// writeRisky: written by a node serving on a decision that accepts a
+	// split brain (halo prim or primforce without the peer, sync_delta):
+	// the other node may not know of it and serve without it; the split
+	// brain must then be resolved when they meet.
+	writeRisky []bool
+	writer     []string
 
 	// Contact periods: while the two agents cannot see each other, a node
 	// that was in sync when contact was lost (and has run since), or that
@@ -60,8 +72,8 @@ type MirrorStats struct {
 }
 
 func newMirrorOracle(w *MirrorWorld) *MirrorOracle {
-	return &MirrorOracle{w: w, parent: []int{-1}, writeAt: []time.Time{w.opt.Start}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
-		OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery, periodStart: w.opt.Start,
+	return &MirrorOracle{w: w, parent: []int{-1}, writeAt: []time.Time{w.opt.Start}, writeRisky: []bool{false}, writer: []string{""}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
+		splitWrites: map[int]bool{}, OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery, periodStart: w.opt.Start,
 		inSyncAtCut: [2]bool{true, true}}
 }
 
@@ -83,11 +95,25 @@ func (o *MirrorOracle) missing(head int) []int {
 	in := o.lineage(head)
 	var miss []int
 	for id := 1; id < len(o.parent); id++ {
-		if !in[id] && !o.quarantined[id] && !o.lostOK[id] {
+		if !in[id] && !o.quarantined[id] && !o.lostOK[id] && !o.splitWrites[id] {
 			miss = append(miss, id)
 		}
 	}
 	return miss
+}
+
+// extends reports whether head's data contains base's (base is head or one
+// of its ancestors). Write ids grow along a branch, so the walk stops early.
+func (o *MirrorOracle) extends(base, head int) bool {
+	for id := head; id >= base; id = o.parent[id] {
+		if id == base {
+			return true
+		}
+		if id == 0 {
+			break
+		}
+	}
+	return base == 0
 }
 
 // observe follows contact between the agents.
@@ -121,6 +147,19 @@ func (o *MirrorOracle) write(n, replica *MirrorNode) {
 	id := len(o.parent)
 	o.parent = append(o.parent, n.Head)
 	o.writeAt = append(o.writeAt, o.w.now)
+	o.writer = append(o.writer, n.Name)
+	if other := o.w.peerOf(n); replica == nil && (!o.extends(other.Head, n.Head) || other.Up && other.State.Serving() && o.apart()) {
+		// The two copies have diverged (each holds writes the other
+		// lacks), or both serve apart: this write belongs to one side of a
+		// split brain.
+		o.splitWrites[id] = true
+	}
+	switch n.M.Basis() {
+	case mirror.BasisAdmin, mirror.BasisForced, mirror.BasisSyncDelta:
+		o.writeRisky = append(o.writeRisky, true)
+	default:
+		o.writeRisky = append(o.writeRisky, false)
+	}
 	o.Stats.Writes++
 	if replica != nil {
 		if replica.Head != n.Head {
@@ -168,8 +207,8 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		o.violate("%s entered %s without a cause", n.Name, a.State)
 	}
 	peer := o.w.peerOf(n)
-	if a.State == core.Prim && a.Readiness == core.Ready && peer.Head != n.Head {
-		o.violate("%s is PRIM Ready but %s's data differs (heads %d and %d)", n.Name, peer.Name, n.Head, peer.Head)
+	if a.State == core.Prim && prev != core.Prim && peer.Head != n.Head {
+		o.violate("%s became PRIM but %s's data differs (heads %d and %d)", n.Name, peer.Name, n.Head, peer.Head)
 	}
 	if !a.State.Serving() || prev.Serving() {
 		return
@@ -186,6 +225,9 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 	if o.dirty[n.idx] && basis != mirror.BasisForced {
 		o.violate("%s serves (%s, basis %s) on inconsistent data (interrupted resync)", n.Name, a.State, basis)
 	}
+	if basis == mirror.BasisForced {
+		o.dirty[n.idx] = false // primforce made this data the reference
+	}
 	miss := o.missing(n.Head)
 	if len(miss) == 0 {
 		return
@@ -199,18 +241,38 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 	case mirror.BasisPolicy:
 		// A split-brain winner lacks the loser's writes: the loser must
 		// quarantine them when it resyncs (checked then, and at the end).
+		for _, id := range miss {
+			o.splitWrites[id] = true
+		}
 	default:
 		entitled := o.apart() && (o.inSyncAtCut[i] && o.continuous[i] || o.servedInPeriod[i])
 		var unexcused []int
 		for _, id := range miss {
-			if !entitled || !o.writeAt[id].After(o.periodStart) {
+			during := o.apart() && o.writeAt[id].After(o.periodStart)
+			if !(during && (entitled || o.writeRisky[id])) {
 				unexcused = append(unexcused, id)
+				continue
 			}
+			o.splitWrites[id] = true
 		}
 		if len(unexcused) > 0 {
-			o.violate("%s became %s (basis %s: %q) without acknowledged writes %v", n.Name, a.State, basis, a.Cause, unexcused)
+			o.violate("%s became %s (basis %s: %q) without acknowledged writes %s (out of contact since %v)",
+				n.Name, a.State, basis, a.Cause, o.describe(unexcused), o.periodStart.Sub(o.w.opt.Start))
 		}
 	}
+}
+
+// describe lists writes with when and where they were made.
+func (o *MirrorOracle) describe(ids []int) string {
+	var parts []string
+	for i, id := range ids {
+		if i == 8 {
+			parts = append(parts, fmt.Sprintf("... (%d in all)", len(ids)))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d@%v/%s", id, o.writeAt[id].Sub(o.w.opt.Start).Round(time.Millisecond), o.writer[id]))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 // check runs after every step.
@@ -237,8 +299,9 @@ func (o *MirrorOracle) check() {
 		if n.M == nil {
 			continue
 		}
-		if st := n.M.Status(); (st.State == core.Wait || st.State == core.Stop) && st.Reason == "" {
-			o.violate("%s is %s without a reason", n.Name, st.State)
+		st, _ := n.M.State()
+		if reason, _ := n.M.Reason(); (st == core.Wait || st == core.Stop) && reason == "" {
+			o.violate("%s is %s without a reason", n.Name, st)
 		}
 	}
 }
@@ -247,10 +310,22 @@ func (o *MirrorOracle) check() {
 // in the serving node's data, quarantined, or lost by an accepted decision.
 func (o *MirrorOracle) CheckFinal() {
 	for _, n := range o.w.Nodes {
-		if n.State.Serving() {
-			if miss := o.missing(n.Head); len(miss) > 0 {
-				o.violate("acknowledged writes %v lost: not in %s's data, not quarantined", miss, n.Name)
+		if !n.State.Serving() {
+			continue
+		}
+		if miss := o.missing(n.Head); len(miss) > 0 {
+			o.violate("acknowledged writes %v lost: not in %s's data, not quarantined", miss, n.Name)
+		}
+		in := o.lineage(n.Head)
+		var lost []int
+		for id := range o.splitWrites {
+			if !in[id] && !o.quarantined[id] && !o.lostOK[id] {
+				lost = append(lost, id)
 			}
+		}
+		if len(lost) > 0 {
+			slices.Sort(lost)
+			o.violate("split-brain writes %v neither in %s's data nor quarantined", lost, n.Name)
 		}
 	}
 }

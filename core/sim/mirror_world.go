@@ -1,13 +1,11 @@
-// Package sim runs halo's pure state machines against a simulated world: a
-// fake clock, networks that deliver heartbeats with delays and losses, an
-// executor that completes scripts and resyncs after delays, and an oracle
-// that knows the true data of every node. Everything is deterministic for a
-// given seed: a failure replays exactly.
-//
-// The mirror part (files mirror*.go) drives two mirror.Machines. The same
-// world serves the transcript tests of core/mirror (fixed delays, faults
-// chosen by the transcript) and the seeded simulator (random delays and
-// faults).
+// The mirror part of the simulator (files mirror*.go) drives two
+// mirror.Machines in a simulated world: a fake clock, networks that deliver
+// heartbeats with delays and losses, an executor that completes scripts and
+// resyncs after delays, and an oracle that knows the true data of every
+// node. Everything is deterministic for a given seed. The same world serves
+// the transcript tests of core/mirror (fixed delays, faults chosen by the
+// transcript) and the seeded simulator (random delays and faults).
+
 package sim
 
 import (
@@ -92,6 +90,12 @@ type MirrorNode struct {
 	// the next run of a script end with an outcome.
 	Hold map[string]bool
 	Fail map[string]core.ScriptOutcome
+
+	// syncMode: this node's replication source had an in-sync target; every
+	// change waits for its acknowledgement until the agent stops or
+	// restarts replication (the replication layer does not fall back to
+	// journaling on its own).
+	syncMode bool
 
 	held       []core.RunScript
 	resync     *mirror.StartResync
@@ -513,10 +517,10 @@ func (w *MirrorWorld) execute(n *MirrorNode, a core.Action) {
 		})
 	case mirror.StartReplication:
 		n.Repl = a.Role
-		n.stallSince, n.stallSent = time.Time{}, false
+		n.stallSince, n.stallSent, n.syncMode = time.Time{}, false, false
 	case mirror.StopReplication:
 		n.Repl = mirror.ReplNone
-		n.stallSince, n.stallSent = time.Time{}, false
+		n.stallSince, n.stallSent, n.syncMode = time.Time{}, false, false
 	case mirror.StartResync:
 		rs := a
 		n.resync = &rs
@@ -605,6 +609,7 @@ func (w *MirrorWorld) completeResync(n *MirrorNode, epoch int, id uint64, ok boo
 		return
 	}
 	w.Oracle.resynced(n, src, rs)
+	src.syncMode = src.Repl == mirror.ReplSource
 	w.deliver(n, epoch, mirror.ResyncDone{At: w.now, ID: id})
 }
 
@@ -622,12 +627,18 @@ func (w *MirrorWorld) Write(n *MirrorNode) (acked bool) {
 		w.Oracle.write(n, nil)
 		return true
 	}
-	// Replication source. While the peer resyncs, changes are journaled and
-	// the resync carries them. A PRIM, or an ALONE whose peer is an
-	// in-sync target (it turns PRIM a heartbeat later), waits for the
-	// peer's acknowledgement of every change.
-	target := peer.Up && peer.Repl == mirror.ReplTarget
-	if target && peer.resync != nil || !target && n.State != core.Prim {
+	// Replication source. A target streams live changes only once its data
+	// equals the source's (the replication layer checks generations when
+	// they connect); before that, and while it resyncs, changes are
+	// journaled and the resync carries them. A PRIM, or an ALONE whose
+	// peer is an in-sync target (it turns PRIM a heartbeat later), waits
+	// for the peer's acknowledgement of every change.
+	target := peer.Up && peer.Repl == mirror.ReplTarget && peer.Head == n.Head &&
+		peer.Disk.Gen.Current == n.Disk.Gen.Current
+	if target && peer.resync == nil {
+		n.syncMode = true
+	}
+	if target && peer.resync != nil || !target && n.State != core.Prim && !n.syncMode {
 		n.stallSince, n.stallSent = time.Time{}, false
 		w.Oracle.write(n, nil)
 		return true
