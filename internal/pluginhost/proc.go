@@ -72,9 +72,10 @@ func (p *proc) broadcastLocked() {
 }
 
 // session returns the running session, launching one if none runs or is
-// scheduled. Without wait, a plugin that is down (a relaunch pending, or a
-// launch that failed recently) is an error at once, with the cause; with
-// wait, the call waits for the relaunch until ctx ends.
+// scheduled, and waiting (within ctx) for a launch in progress. A plugin
+// that is down is an error at once, with the cause, unless wait is set and
+// a relaunch is scheduled: the call then waits for it. A launch that
+// failed recently is not retried before its backoff delay.
 func (p *proc) session(ctx context.Context, wait bool) (*session, error) {
 	for {
 		p.mu.Lock()
@@ -94,7 +95,7 @@ func (p *proc) session(ctx context.Context, wait bool) (*session, error) {
 		if p.launching == nil && p.timer == nil && !time.Now().Before(p.retryAt) {
 			p.startLocked()
 		}
-		if p.launching == nil && !wait {
+		if p.launching == nil && (!wait || p.timer == nil) {
 			err := p.down
 			p.mu.Unlock()
 			return nil, err
@@ -333,14 +334,18 @@ func (p *proc) callFailed(ctx context.Context, s *session, err error, budget tim
 	return fmt.Sprintf("plugin %s: %v", p.name, err)
 }
 
-// roundBudget rounds a call's time budget for messages ("5s", "300ms"):
-// the deadline is measured from the call, a hair under the caller's
-// timeout.
+// roundBudget rounds a call's time budget up for messages ("5s",
+// "300ms"): measured at the call, it is a little under the timeout the
+// caller set.
 func roundBudget(d time.Duration) time.Duration {
+	unit := 10 * time.Millisecond
 	if d >= time.Second {
-		return d.Round(100 * time.Millisecond)
+		unit = 100 * time.Millisecond
 	}
-	return d.Round(time.Millisecond)
+	if r := d % unit; r != 0 {
+		d += unit - r
+	}
+	return d
 }
 
 // suspectHang starts the liveness probe of a session whose call timed
