@@ -332,11 +332,14 @@ func (m *Machine) aloneAllowed() (ok bool, basis Basis, why string, admin bool) 
 	if better != "" {
 		return false, BasisNone, fmt.Sprintf("%s; %s: waiting for it (halo prim here if %s is lost for good)", absent, better, m.cfg.Peer), false
 	}
-	if won != "" && (m.p.Role == core.Alone || m.inSyncAtLoss) {
+	// ALONE knows its data is the newest only if no SECOND may have caught
+	// up with it (Shared): a SECOND in sync may have taken over since.
+	aloneNewest := m.p.Role == core.Alone && !m.p.Shared
+	if won != "" && (aloneNewest || m.inSyncAtLoss) {
 		return true, BasisPolicy, fmt.Sprintf("%s; %s", absent, won), false
 	}
 	switch {
-	case m.p.Role == core.Alone:
+	case aloneNewest:
 		return true, BasisNewest, fmt.Sprintf("%s; %s was ALONE when it stopped: its data is the newest", absent, m.cfg.Node), false
 	case m.inSyncAtLoss && !m.failoverOff():
 		return true, BasisNewest, fmt.Sprintf("%s; %s was in sync when %s was lost", absent, m.cfg.Node, m.cfg.Peer), false
@@ -346,7 +349,10 @@ func (m *Machine) aloneAllowed() (ok bool, basis Basis, why string, admin bool) 
 		return true, BasisSyncDelta, fmt.Sprintf("%s; sync_delta %v allows it: last in sync with %s %v ago", absent, m.cfg.SyncDelta, m.cfg.Peer, m.now.Sub(m.p.LastInSync).Round(time.Millisecond)), false
 	}
 	role := "never running"
-	if m.p.Role != core.Stop {
+	switch {
+	case m.p.Role == core.Alone:
+		role = fmt.Sprintf("ALONE with %s catching up", m.cfg.Peer)
+	case m.p.Role != core.Stop:
 		role = m.p.Role.String()
 	}
 	return false, BasisNone, fmt.Sprintf("data may not be up to date: %s; %s was %s when it stopped: waiting for %s (halo prim here if %s is lost for good)", absent, m.cfg.Node, role, m.cfg.Peer, m.cfg.Peer), false
@@ -541,9 +547,10 @@ func (m *Machine) reconcileAlone() bool {
 		m.outdatePeer()
 		return false
 	}
-	if !m.p.Shared && (same || m.peer.Inconsistent) {
-		// The peer resyncs from us (or holds our generation already): it
-		// may adopt Gen, so serving without it later must fork.
+	if !m.p.Shared {
+		// From the moment this node feeds a resync, the peer may adopt Gen
+		// (even if this node never hears that it did): serving without the
+		// peer later must fork.
 		m.persist(func(p *Persistent) { p.Shared = true })
 	}
 	m.ensureRepl(ReplSource)
@@ -923,8 +930,8 @@ func (m *Machine) takeOver(cause string) {
 		}),
 		m.scriptStep("stop_second", "PRIM", "swap"),
 		doStep(func() {
-			m.ensureRepl(ReplSource)
 			m.persist(func(p *Persistent) { p.Role, p.Shared = core.Prim, true })
+			m.ensureRepl(ReplSource)
 			m.emit(core.SetVIP{})
 		}),
 		m.scriptStep("start_prim", "PRIM", "swap"),

@@ -649,6 +649,9 @@ func (m *Machine) Heartbeat() PeerStatus {
 // State returns the current state and readiness.
 func (m *Machine) State() (core.State, core.Readiness) { return m.state, m.ready }
 
+// PeerVisible reports whether the peer's heartbeats arrive on some network.
+func (m *Machine) PeerVisible() bool { return m.peerAlive }
+
 // Basis returns why a serving node serves.
 func (m *Machine) Basis() Basis { return m.basis }
 

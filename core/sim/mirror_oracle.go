@@ -116,10 +116,12 @@ func (o *MirrorOracle) extends(base, head int) bool {
 	return base == 0
 }
 
-// observe follows contact between the agents.
+// observe follows contact between the agents: they are in contact when the
+// world lets heartbeats through and both agents get them (a lossy or slow
+// link can make them lose each other, which is a partition too).
 func (o *MirrorOracle) observe() {
 	w := o.w
-	vis := w.Visible()
+	vis := w.Visible() && w.Nodes[0].M.PeerVisible() && w.Nodes[1].M.PeerVisible()
 	if vis == o.visible {
 		return
 	}
@@ -199,6 +201,11 @@ func (o *MirrorOracle) resynced(target, src *MirrorNode, rs mirror.StartResync) 
 	}
 	target.Head = src.Head
 	o.dirty[target.idx] = false
+	if o.apart() {
+		// A resync that completes out of contact (its ResyncDone read
+		// later) leaves the target in sync as of now.
+		o.inSyncAtCut[target.idx] = len(o.missing(target.Head)) == 0
+	}
 }
 
 // entered checks a state change as the executor applies it.
@@ -248,7 +255,7 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		entitled := o.apart() && (o.inSyncAtCut[i] && o.continuous[i] || o.servedInPeriod[i])
 		var unexcused []int
 		for _, id := range miss {
-			during := o.apart() && o.writeAt[id].After(o.periodStart)
+			during := o.apart() && !o.writeAt[id].Before(o.periodStart)
 			if !(during && (entitled || o.writeRisky[id])) {
 				unexcused = append(unexcused, id)
 				continue
