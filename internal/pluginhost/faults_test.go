@@ -94,7 +94,7 @@ func untilUp(t *testing.T, cr agent.CheckerRunner, timeout time.Duration) []stri
 // cause, and the relaunched plugin, its configuration replayed, serves
 // again within 1s. Repeated crashes back off.
 func TestCrashRestart(t *testing.T) {
-	h, _, cr, p := startChecker(t, Options{})
+	h, mod, cr, p := startChecker(t, Options{})
 	var prev time.Duration
 	for round, backoff := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
 		pid := p.pid()
@@ -123,6 +123,30 @@ func TestCrashRestart(t *testing.T) {
 	}
 	if c := children(t); len(c) != 2 {
 		t.Errorf("children after the crashes: %q, want the two running plugins (testcheck, script)", c)
+	}
+
+	// A checker asked for while a relaunch is pending (a reload) waits for
+	// it rather than fail.
+	_ = syscall.Kill(p.pid(), syscall.SIGKILL)
+	waitFor(t, 2*time.Second, "the crash to be noticed", func() bool { return p.pid() == 0 })
+	if _, err := h.Checker(ctxTimeout(t, 10*time.Second), mod, mod.Checks[0]); err != nil {
+		t.Fatalf("Checker during a relaunch: %v", err)
+	}
+}
+
+// TestLostInstance: a plugin that no longer knows an instance (it answers
+// NotFound) is configured again by the runner, which then checks.
+func TestLostInstance(t *testing.T) {
+	_, _, cr, p := startChecker(t, Options{})
+	s, err := p.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.base.CloseInstance(ctxTimeout(t, 5*time.Second), "web/api"); err != nil {
+		t.Fatal(err)
+	}
+	if st, msg := cr.Check(ctxTimeout(t, 5*time.Second)); st != core.CheckUp {
+		t.Fatalf("check of a lost instance = %v %q, want it configured again and up", st, msg)
 	}
 }
 

@@ -160,6 +160,17 @@ func loadModule(t *testing.T, h *Host, confDir string) *config.Module {
 	return m
 }
 
+// loadModuleNoPlugins loads the configuration without plugin schemas,
+// so that no plugin is launched.
+func loadModuleNoPlugins(t *testing.T, confDir string) *config.Module {
+	t.Helper()
+	cfg, diags := config.Load(config.Options{}, confDir)
+	if diags.HasErrors() {
+		t.Fatalf("load: %s", diags.Error())
+	}
+	return cfg.Module("web")
+}
+
 // children lists the processes whose parent is this test process, zombies
 // included.
 func children(t *testing.T) []string {
