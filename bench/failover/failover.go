@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
@@ -107,6 +108,12 @@ type Options struct {
 	// SteadyProbes is how many answers in a row the client must get from
 	// the master before a crash; default 10.
 	SteadyProbes int
+	// CrashJitter is the bound of a random wait before each crash, so that
+	// crashes land at a uniformly random phase of the cluster's heartbeat:
+	// without it every crash of a run falls at nearly the same time after
+	// the last heartbeat and the outages cluster around one value. It should
+	// be at least the longest heartbeat interval measured; default 1 s.
+	CrashJitter time.Duration
 	// FailoverTimeout bounds the wait for the other node to answer after a
 	// crash; default 30 s.
 	FailoverTimeout time.Duration
@@ -132,6 +139,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SteadyProbes <= 0 {
 		o.SteadyProbes = 10
+	}
+	if o.CrashJitter <= 0 {
+		o.CrashJitter = time.Second
 	}
 	if o.FailoverTimeout <= 0 {
 		o.FailoverTimeout = 30 * time.Second
@@ -256,6 +266,11 @@ func crashOnce(ctx context.Context, c Cluster, s Setup, opts Options) (Sample, e
 	cancel()
 	if err != nil {
 		return Sample{}, fmt.Errorf("wait for %s, the master, to serve the VIP: %w", master, err)
+	}
+	select {
+	case <-ctx.Done():
+		return Sample{}, ctx.Err()
+	case <-time.After(rand.N(opts.CrashJitter)):
 	}
 	crash := time.Now()
 	if err := crashHost(s.Bed.Host(master), opts.Fault); err != nil {
