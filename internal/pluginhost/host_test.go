@@ -230,6 +230,30 @@ func TestPluginRejection(t *testing.T) {
 	}
 }
 
+// TestIncompatibleApp: an app plugin that declares a host-provided
+// attribute with another type than halo's cannot be configured.
+func TestIncompatibleApp(t *testing.T) {
+	h, _ := newHost(t, pluginDir(t, "testbadapp"), Options{})
+	confDir, _ := writeConfig(t, `module "web" {
+  kind  = "light"
+  id    = 7
+  nodes = ["node1"]
+  app {
+    plugin = "testbadapp"
+  }
+}
+`, nil)
+	mod := loadModule(t, h, confDir)
+	want := []string{`module.hcl:6,14: Incompatible app plugin; App plugin testbadapp cannot be configured: the plugin declares scripts as number, but halo provides it as string.`}
+	_, err := h.App(ctxTimeout(t, 30*time.Second), mod)
+	var diags hcl.Diagnostics
+	if !errors.As(err, &diags) {
+		t.Fatalf("App = %v, want diagnostics", err)
+	}
+	expectDiags(t, diags, want)
+	expectDiags(t, h.Validate(ctxTimeout(t, 30*time.Second), mod), want)
+}
+
 func TestCheckerAndApp(t *testing.T) {
 	stateDir := t.TempDir()
 	h, logs := newHost(t, pluginDir(t, "testcheck", "script"), Options{StateDir: stateDir})

@@ -267,7 +267,7 @@ func (p *proc) watch(s *session) {
 		p.delay = 0
 	}
 	var delay time.Duration
-	if len(p.instances) > 0 {
+	if len(p.instances) > 0 && !p.closed {
 		delay = p.nextDelayLocked()
 		p.down = fmt.Errorf("plugin %s %s; restarting", p.name, p.crash)
 		p.timer = time.AfterFunc(delay, p.relaunch)

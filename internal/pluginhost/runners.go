@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -141,8 +143,8 @@ func (h *Host) App(ctx context.Context, mod *config.Module) (agent.AppRunner, er
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	value, diags := appValue(s, mod)
-	if diags.HasErrors() {
+	value, diags, incompatible := appValue(s, mod)
+	if diags = append(diags, incompatible...); diags.HasErrors() {
 		return nil, diags
 	}
 	dir, err := h.instanceStateDir(mod.Name, "app")
@@ -169,11 +171,13 @@ func (h *Host) App(ctx context.Context, mod *config.Module) (agent.AppRunner, er
 }
 
 // appValue decodes the app block for the plugin: its own settings from
-// the block, the host-provided ones from the module.
-func appValue(s *session, mod *config.Module) (cty.Value, hcl.Diagnostics) {
+// the block, the host-provided ones from the module. Errors are either
+// the block's (decoding) or the plugin's (a host-provided attribute
+// declared with another type).
+func appValue(s *session, mod *config.Module) (value cty.Value, decoding, incompatible hcl.Diagnostics) {
 	own, diags := decodeBlock(withoutHostProvided(s.schema, base.KindApp), mod.App.Config)
 	if diags.HasErrors() {
-		return cty.NilVal, diags
+		return cty.NilVal, diags, nil
 	}
 	env := cty.MapValEmpty(cty.String)
 	if len(mod.App.Env) > 0 {
@@ -193,14 +197,14 @@ func appValue(s *session, mod *config.Module) (cty.Value, hcl.Diagnostics) {
 	}
 	value, err := withHostValues(s.schema, base.KindApp, own, provided)
 	if err != nil {
-		return cty.NilVal, hcl.Diagnostics{{
+		return cty.NilVal, diags, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Incompatible app plugin",
 			Detail:   fmt.Sprintf("App plugin %s cannot be configured: %v.", s.info.Name, err),
 			Subject:  mod.App.AttrRange("plugin").Ptr(),
 		}}
 	}
-	return value, nil
+	return value, diags, nil
 }
 
 func appRejection(s *session, mod *config.Module, cerr *base.ConfigError) hcl.Diagnostics {
@@ -284,7 +288,16 @@ func (r *AppRunner) Close(ctx context.Context) error {
 // them when its Options.Plugins is this host.
 func (h *Host) Validate(ctx context.Context, mod *config.Module) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	try := func(kind base.Kind, name string, header hcl.Range, id string,
+	// Instances get a state directory, as at start-up, thrown away after.
+	stateDir, err := os.MkdirTemp("", "halo-validate-")
+	if err != nil {
+		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot validate plugin settings",
+			Detail: fmt.Sprintf("Create a temporary state directory: %v.", err), Subject: mod.Range.Ptr()}}
+	}
+	defer os.RemoveAll(stateDir)
+	// try configures one block's instance: instName is its name in the
+	// module, dirName its state directory's.
+	try := func(kind base.Kind, name string, header hcl.Range, instName, dirName string,
 		value func(*session) (cty.Value, bool), reject func(*session, *base.ConfigError) hcl.Diagnostics) {
 		cctx, cancel := h.withStartTimeout(ctx)
 		defer cancel()
@@ -298,7 +311,17 @@ func (h *Host) Validate(ctx context.Context, mod *config.Module) hcl.Diagnostics
 		if !ok {
 			return
 		}
-		in := &instance{id: "validate:" + id, mod: base.ModuleContext{Module: mod.Name, Node: h.opts.Node, Name: id}, value: v}
+		dir := filepath.Join(stateDir, dirName)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot validate plugin settings",
+				Detail: fmt.Sprintf("Create a temporary state directory: %v.", err), Subject: header.Ptr()})
+			return
+		}
+		in := &instance{
+			id:    "validate:" + mod.Name + "/" + dirName,
+			mod:   base.ModuleContext{Module: mod.Name, Node: h.opts.Node, StateDir: dir, Name: instName},
+			value: v,
+		}
 		err = p.configure(cctx, s, in)
 		var cerr *base.ConfigError
 		switch {
@@ -313,7 +336,7 @@ func (h *Host) Validate(ctx context.Context, mod *config.Module) hcl.Diagnostics
 		}
 	}
 	for _, c := range mod.Checks {
-		try(base.KindChecker, c.Type, c.Range, c.Name,
+		try(base.KindChecker, c.Type, c.Range, c.Name, "checker."+c.Name,
 			func(s *session) (cty.Value, bool) {
 				v, ds := decodeBlock(s.schema, c.Config)
 				return v, !ds.HasErrors()
@@ -326,13 +349,11 @@ func (h *Host) Validate(ctx context.Context, mod *config.Module) hcl.Diagnostics
 	if name == "" {
 		name = config.DefaultAppPlugin
 	}
-	try(base.KindApp, name, mod.App.AttrRange("plugin"), "app",
+	try(base.KindApp, name, mod.App.AttrRange("plugin"), "app", "app",
 		func(s *session) (cty.Value, bool) {
-			v, ds := appValue(s, mod)
-			if ds.HasErrors() && ds[0].Summary == "Incompatible app plugin" {
-				diags = append(diags, ds...)
-			}
-			return v, !ds.HasErrors()
+			v, decoding, incompatible := appValue(s, mod)
+			diags = append(diags, incompatible...)
+			return v, !decoding.HasErrors() && !incompatible.HasErrors()
 		},
 		func(s *session, cerr *base.ConfigError) hcl.Diagnostics { return appRejection(s, mod, cerr) })
 	return diags

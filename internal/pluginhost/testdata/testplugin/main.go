@@ -37,6 +37,9 @@ func main() {
 		checker.Serve(func() checker.Checker { return &testChecker{} })
 	case "testapp", "script":
 		app.Serve(func() app.App { return &testApp{} })
+	case "testbadapp":
+		// Declares a host-provided attribute with the wrong type.
+		app.Serve(func() app.App { return &badApp{} })
 	case "testvip":
 		vip.Serve(func() vip.VIP { return &testVIP{} })
 	case "testv99":
@@ -224,6 +227,12 @@ func (a *testApp) Run(ctx context.Context, run app.Run, out app.Output) (int, er
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	return app.RunCommand(ctx, run, out, cmd)
+}
+
+type badApp struct{ testApp }
+
+func (*badApp) Schema() *schema.Schema {
+	return &schema.Schema{Attributes: []schema.Attribute{{Name: "scripts", Type: schema.TypeNumber}}}
 }
 
 // testVIP keeps its address in memory.
