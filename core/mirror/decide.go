@@ -59,9 +59,9 @@ func elect(x, y PeerStatus, cfg Config) decision {
 	var best []PeerStatus
 	why, basis := "", BasisNewest
 	switch {
-	case a.Yield != b.Yield:
+	case a.Yield != b.Yield && !(a.Yield && (b.Inconsistent || b.Outdated)) && !(b.Yield && (a.Inconsistent || a.Outdated)):
 		// An administrator's halo second (or a stopstart handing over)
-		// overrides everything else.
+		// overrides everything else, unless the other copy is unusable.
 		k, y := a, b
 		if a.Yield {
 			k, y = b, a

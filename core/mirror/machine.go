@@ -549,7 +549,8 @@ func (m *Machine) startResync(full, quarantine bool, why string) {
 	m.resync = &resyncState{id: m.nextID, source: src, full: full, quarantine: quarantine}
 	m.resyncRetryAt = time.Time{}
 	m.persist(func(p *Persistent) {
-		p.Inconsistent, p.ResyncFull, p.Role = true, full, core.Second
+		// A resync target gives up its own data, forced or not.
+		p.Inconsistent, p.ResyncFull, p.Role, p.Forced = true, full, core.Second, false
 	})
 	m.ensureRepl(ReplTarget)
 	kind := "incremental"
@@ -602,7 +603,9 @@ func (m *Machine) canServe() (ok bool, blocker string, admin bool) {
 	case m.p.Outdated:
 		return false, fmt.Sprintf("data on %s is outdated (%s continued without it)", m.cfg.Node, m.cfg.Peer), false
 	case m.yield:
-		return false, m.yieldWhy, false
+		// Waits for the peer to serve; if it cannot, only halo prim here
+		// undoes the yield.
+		return false, m.yieldWhy, true
 	case m.failoverOff() && m.p.Role != core.Alone && m.p.Role != core.Prim:
 		return false, fmt.Sprintf("failover is off on %s: only halo prim promotes it", m.cfg.Node), true
 	}
