@@ -45,9 +45,9 @@ type Options struct {
 	// regular file in it is a plugin named after the file.
 	Dir    string
 	Logger hclog.Logger
-	// StateDir is the agent's data directory; instance i of module m gets
-	// <StateDir>/<m>/plugins/<i> as its state directory. Empty when
-	// validating only.
+	// StateDir is the agent's data directory: a module's instances get
+	// <StateDir>/<module>/plugins/checker.<check> and .../app as their
+	// state directories. Empty when validating only.
 	StateDir string
 	// Node is this node's name, passed to every instance.
 	Node string

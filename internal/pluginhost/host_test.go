@@ -384,7 +384,8 @@ func TestRefusals(t *testing.T) {
 	}
 
 	_, err = h.ConfigSpec(config.PluginChecker, "testfail")
-	if err == nil || errors.As(err, &ref) || !strings.Contains(err.Error(), "exit status 3") {
+	if err == nil || errors.As(err, &ref) || !strings.Contains(err.Error(), "exit status 3") ||
+		!strings.HasSuffix(err.Error(), "its stderr ends with: testfail: cannot start: missing dependency") {
 		t.Errorf("ConfigSpec(testfail) = %v, want a launch failure with the exit status", err)
 	}
 	// Until the backoff passes, the failure is repeated without a launch.

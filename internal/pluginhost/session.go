@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -143,6 +144,8 @@ func (h *Host) connect(ctx context.Context, p *proc) (*session, error) {
 	for _, set := range cfg.VersionedPlugins {
 		set[exitWatchName] = exitWatch{}
 	}
+	stderr := &tailWriter{}
+	cfg.Stderr = stderr
 	c := plugin.NewClient(cfg)
 	started := time.Now()
 	fail := func(err error) (*session, error) {
@@ -154,9 +157,17 @@ func (h *Host) connect(ctx context.Context, p *proc) (*session, error) {
 	hp, err := host.Connect(ctx, c, host.Expect{Name: p.name})
 	if err != nil {
 		c.Kill() // Connect killed it, possibly in the background: wait for it
-		if ps := cfg.Cmd.ProcessState; ps != nil && !ps.Success() && !killed(ps) {
-			// It ended by itself: say how (its stderr is in the log).
-			err = fmt.Errorf("%w (plugin process: %s)", err, ps)
+		refused := errors.Is(err, host.ErrIncompatible) || errors.Is(err, host.ErrUnexpectedPlugin)
+		if ps := cfg.Cmd.ProcessState; ps != nil && !ps.Success() && !killed(ps) && !refused {
+			// It ended by itself: say how, and what it said last, rather
+			// than go-plugin's many-line guesses (logged at debug level, as
+			// are stderr lines that are not hclog JSON).
+			h.logger.Debug("plugin handshake failed", "plugin", p.name, "error", err)
+			msg := fmt.Sprintf("plugin process ended during the handshake (%s)", ps)
+			if last := stderr.last(); last != "" {
+				msg += "; its stderr ends with: " + last
+			}
+			err = errors.New(msg)
 		}
 		return fail(h.launchError(p, err))
 	}
@@ -239,4 +250,35 @@ func (h *Host) pluginEnv(sockDir string) []string {
 		env = append(env, base.LogLevelEnv+"="+lvl.String())
 	}
 	return env
+}
+
+// tailWriter keeps the end of a plugin's raw stderr, for the message of a
+// launch that fails.
+type tailWriter struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailMax = 512
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > 2*tailMax {
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-tailMax:]...)
+	}
+	return len(p), nil
+}
+
+// last returns the last non-empty line written, at most tailMax bytes.
+func (w *tailWriter) last() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
+	line := strings.TrimSpace(lines[len(lines)-1])
+	if len(line) > tailMax {
+		line = line[len(line)-tailMax:]
+	}
+	return line
 }
