@@ -114,7 +114,7 @@ func (m *Machine) onCommand(c core.Command) {
 		case busy():
 		default:
 			accept()
-			m.yield, m.yieldFull = true, c.FullSync
+			m.yield, m.yieldFull, m.yieldAuto = true, c.FullSync, false
 			m.yieldWhy = fmt.Sprintf("halo second was run on %s", m.cfg.Node)
 			m.logf("info", "%s yields: it becomes SECOND of %s as soon as %s serves", m.cfg.Node, m.cfg.Peer, m.cfg.Peer)
 		}

@@ -231,6 +231,12 @@ func (m *Machine) peerSituation() string {
 // ---- WAIT ----
 
 func (m *Machine) reconcileWait() bool {
+	if m.yield && m.yieldAuto && (!m.peerAlive && !m.inGrace() || m.peerAlive && !m.peer.State.Serving() && !m.peer.CanServe) {
+		// The handover of a stopstart needs a peer able to take the
+		// application; without one this node serves again.
+		m.logf("warn", "%s cannot take over (%s): %s no longer yields", m.cfg.Peer, m.peerText(), m.cfg.Node)
+		m.yield, m.yieldAuto = false, false
+	}
 	if c := m.forbidder(core.Alone); c != nil && m.forbidder(core.Second) != nil {
 		m.setReason(m.checkerReason(c)+": holding in WAIT until it is up", false)
 		return false
@@ -847,7 +853,8 @@ func (m *Machine) stopModule(cause, action string, stopped, force, thenStart boo
 		steps = append(steps, doStep(func() {
 			m.startModule("stopstart: starting again")
 			if handOver {
-				m.yield, m.yieldWhy = true, fmt.Sprintf("stopstart of the PRIM hands the application over to %s", m.cfg.Peer)
+				m.yield, m.yieldAuto = true, true
+				m.yieldWhy = fmt.Sprintf("stopstart of the PRIM hands the application over to %s", m.cfg.Peer)
 			}
 		}))
 	}

@@ -109,6 +109,7 @@ type Machine struct {
 
 	yield     bool   // `halo second`, or a stopstart of a PRIM: let the peer serve
 	yieldWhy  string // for the event log and the peer
+	yieldAuto bool   // the yield comes from a stopstart, not from halo second
 	yieldFull bool
 	handover  bool // we handed over in a swap
 	degrading bool // stalled: waiting for the peer to mark its data outdated

@@ -217,6 +217,16 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 	if a.State == core.Prim && prev != core.Prim && peer.Head != n.Head {
 		o.violate("%s became PRIM but %s's data differs (heads %d and %d)", n.Name, peer.Name, n.Head, peer.Head)
 	}
+	if a.State == core.Alone && prev != core.Alone && o.w.opt.Config.Witness {
+		o.observe()
+		switch basis := n.M.Basis(); {
+		case basis == mirror.BasisAdmin || basis == mirror.BasisForced:
+		case !n.M.PeerVisible() && (!n.witnessOK || n.witnessAt.Before(o.periodStart)):
+			// Serving without seeing the peer needs the witness: no split
+			// brain while the witness answers only one side.
+			o.violate("%s became ALONE without seeing %s and without reaching the witness since contact was lost (%q)", n.Name, peer.Name, a.Cause)
+		}
+	}
 	if !a.State.Serving() || prev.Serving() {
 		return
 	}

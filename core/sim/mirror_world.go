@@ -105,6 +105,10 @@ type MirrorNode struct {
 
 	// Head is the last write this node's data holds (see MirrorOracle).
 	Head int
+
+	// The last witness answer the agent read, and when.
+	witnessAt time.Time
+	witnessOK bool
 }
 
 type queued struct {
@@ -433,6 +437,9 @@ func (w *MirrorWorld) deliver(n *MirrorNode, epoch int, ev core.Event) {
 func (w *MirrorWorld) step(n *MirrorNode, ev core.Event) {
 	if w.OnEvent != nil {
 		w.OnEvent(n, ev)
+	}
+	if e, ok := ev.(core.WitnessResult); ok {
+		n.witnessAt, n.witnessOK = w.now, e.Reachable
 	}
 	acts := n.M.Step(ev)
 	for _, a := range acts {
