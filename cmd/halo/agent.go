@@ -30,6 +30,13 @@ Every path has a flag and an environment variable, so several nodes can run on o
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
+			// Plugins inherit the agent's environment: a long-running custom
+			// checker reports through `halo resource set`, which finds the
+			// agent by HALO_SOCKET.
+			if socket == "" {
+				socket = filepath.Join(dataDir, "halo.sock")
+			}
+			os.Setenv("HALO_SOCKET", socket)
 			host, err := pluginhost.New(pluginhost.Options{Dir: pluginDir, Logger: logger.Named("plugins"), StateDir: dataDir, Node: node})
 			if err != nil {
 				return fmt.Errorf("plugins: %w", err)
