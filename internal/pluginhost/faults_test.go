@@ -95,7 +95,6 @@ func untilUp(t *testing.T, cr agent.CheckerRunner, timeout time.Duration) []stri
 // again within 1s. Repeated crashes back off.
 func TestCrashRestart(t *testing.T) {
 	h, mod, cr, p := startChecker(t, Options{})
-	var prev time.Duration
 	for round, backoff := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
 		pid := p.pid()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -114,10 +113,11 @@ func TestCrashRestart(t *testing.T) {
 		if round == 0 && elapsed > time.Second {
 			t.Errorf("serving again after %s, want within 1s", elapsed)
 		}
-		if elapsed < backoff || elapsed > backoff+2*time.Second || elapsed < prev {
-			t.Errorf("round %d: serving after %s, want the backoff %s plus a launch, more than the previous %s", round, elapsed, backoff, prev)
+		// Launch times vary (the race detector, a busy machine): only the
+		// growing backoff is a lower bound.
+		if elapsed < backoff || elapsed > backoff+2*time.Second {
+			t.Errorf("round %d: serving after %s, want the backoff %s plus a launch", round, elapsed, backoff)
 		}
-		prev = elapsed
 		// The dead process's socket directory goes; the new one's stays.
 		waitFor(t, 2*time.Second, "one socket directory", func() bool { return len(socketDirs(t, h, "testcheck")) == 1 })
 	}
@@ -208,7 +208,10 @@ func TestHang(t *testing.T) {
 				if took := time.Since(start); took > deadline+slack {
 					t.Errorf("check took %s with a %s deadline", took, deadline)
 				}
-				if st != core.CheckUnknown || msg != "plugin testcheck did not answer within 300ms" {
+				// The budget is measured when the call starts, a scheduling
+				// delay after the deadline was set.
+				d, err := time.ParseDuration(strings.TrimPrefix(msg, "plugin testcheck did not answer within "))
+				if st != core.CheckUnknown || err != nil || d > deadline || d < deadline-50*time.Millisecond {
 					t.Errorf("check of a stopped plugin = %v %q", st, msg)
 				}
 			})
