@@ -201,6 +201,9 @@ func (m *Machine) cmdPrim(c core.Command, cause string, refuse func(string, ...a
 	case m.peerAlive && m.peer.State.Serving():
 		refuse("%s is %s and serves: use halo swap, or stop it first", m.cfg.Peer, m.peer.State)
 		return
+	case m.peerAlive && m.peer.Candidate != 0 && m.voted == m.peer.Candidate && m.votedFor == m.cfg.Peer:
+		refuse("%s is about to serve (%s voted for it): wait for it, or stop it first", m.cfg.Peer, m.cfg.Node)
+		return
 	}
 	if !force {
 		if m.p.Inconsistent {

@@ -11,6 +11,7 @@ import (
 // reconcile takes the decision the current situation calls for. It reports
 // whether it started a transition.
 func (m *Machine) reconcile() bool {
+	m.grantVote()
 	if m.state == core.Stop {
 		return false
 	}
@@ -204,14 +205,38 @@ func (m *Machine) waitNote(text string, admin bool) {
 	m.noteOnce("info", text)
 }
 
+// grantVote gives this node's vote to the peer's candidacy when the peer
+// should serve. A vote is a promise: this node does not serve in that term.
+func (m *Machine) grantVote() {
+	t := m.peer.Candidate
+	if !m.peerAlive || t == 0 || t <= m.voted || m.candidate != 0 || m.state.Serving() {
+		return
+	}
+	if elect(m.self(), m.peer, m.cfg).winner != m.cfg.Peer {
+		return
+	}
+	m.voted, m.votedFor, m.term = t, m.cfg.Peer, max(m.term, t)
+	m.logf("info", "vote: %s may serve (term %d)", m.cfg.Peer, t)
+}
+
 // electAndServe: this node (WAIT or SECOND) and its peer see each other and
-// neither serves. Serve if both elect this node.
+// neither serves. Serve if both elect this node: become a candidate, and
+// serve once the peer voted for this candidacy.
 func (m *Machine) electAndServe(situation string) bool {
 	d := elect(m.self(), m.peer, m.cfg)
+	if d.winner != m.cfg.Node {
+		m.candidate = 0
+	} else if m.candidate == 0 {
+		m.term = max(m.term, m.voted, m.peer.Candidate, m.peer.VoteTerm) + 1
+		m.candidate = m.term
+	}
+	granted := func() bool { return m.peer.VoteFor == m.cfg.Node && m.peer.VoteTerm == m.candidate }
 	switch {
-	case d.winner == m.cfg.Node && m.peer.Vote == m.cfg.Node:
+	case d.winner == m.cfg.Node && granted():
+		term := m.candidate
 		m.goAlone(fmt.Sprintf("%s; %s elected to serve: %s", situation, m.cfg.Node, d.why), "start", d.basis, func() bool {
-			return m.peerAlive && !m.peer.State.Serving() && m.peer.Vote == m.cfg.Node && elect(m.self(), m.peer, m.cfg).winner == m.cfg.Node
+			return m.peerAlive && !m.peer.State.Serving() && m.candidate == term && granted() &&
+				elect(m.self(), m.peer, m.cfg).winner == m.cfg.Node
 		})
 		return true
 	case d.winner == m.cfg.Node:

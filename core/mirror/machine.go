@@ -103,6 +103,14 @@ type Machine struct {
 	stallSince    time.Time // replication not acknowledged since
 	stallReported time.Time // when the replication layer said so
 
+	// Elections between two nodes that see each other (see
+	// PeerStatus.Candidate): the highest term seen, this node's candidacy,
+	// and the last vote it gave.
+	term      uint64
+	candidate uint64
+	voted     uint64
+	votedFor  string
+
 	witness  witnessState
 	checkers []*checker
 	loops    core.LoopCounter
@@ -289,6 +297,7 @@ func (m *Machine) persist(change func(p *Persistent)) {
 func (m *Machine) enter(s core.State, r core.Readiness, cause string) {
 	if s != m.state {
 		m.since = m.now
+		m.candidate = 0 // a candidacy is for the situation it was made in
 		m.noted = map[string]bool{}
 		m.admin = false
 		if !s.Serving() {
@@ -468,6 +477,7 @@ func (m *Machine) netsLost(names []string, why string) {
 		return
 	}
 	m.peerAlive = false
+	m.candidate = 0
 	m.peerLostAt = m.now
 	var all []string
 	for _, n := range m.nets {
@@ -626,21 +636,9 @@ func (m *Machine) self() PeerStatus {
 		CanServe:  can, Blocker: blocker, BlockerNeedsAdmin: blockerAdmin,
 		Yield: m.yield, Handover: m.handover,
 		AloneSince: m.p.AloneSince,
+		Candidate:  m.candidate, VoteFor: m.votedFor, VoteTerm: m.voted,
 	}
-	s.Vote = m.vote(s)
 	return s
-}
-
-func (m *Machine) vote(self PeerStatus) string {
-	switch {
-	case self.State.Serving():
-		return m.cfg.Node
-	case !m.peerAlive:
-		return ""
-	case m.peer.State.Serving():
-		return m.cfg.Peer
-	}
-	return elect(self, m.peer, m.cfg).winner
 }
 
 // Heartbeat returns the status to send to the peer now. Each call takes a

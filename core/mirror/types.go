@@ -211,9 +211,15 @@ type PeerStatus struct {
 	CanServe          bool
 	Blocker           string
 	BlockerNeedsAdmin bool
-	// Vote: who the sender thinks should serve now. A node that sees its
-	// peer starts serving only if both votes name it.
-	Vote string
+	// Candidate: the sender wants to serve and asks for the receiver's vote
+	// in this term (0 = no candidacy). VoteFor/VoteTerm: the sender
+	// promised not to serve in favour of VoteFor's candidacy VoteTerm. A
+	// node that sees its peer starts serving only with the peer's vote for
+	// its current candidacy; a node never votes while it is a candidate or
+	// serves, so two nodes that see each other never both start serving.
+	Candidate uint64
+	VoteFor   string
+	VoteTerm  uint64
 	// Yield: `halo second` was run on the sender: it wants to become SECOND
 	// of the other node whatever the generations say.
 	Yield bool

@@ -130,6 +130,21 @@ func (o *MirrorOracle) observe() {
 		o.visibleSince = w.now
 		return
 	}
+	o.startPeriod()
+}
+
+// losing is called just before a node crashes: contact ends with the node
+// as it was (serving or not).
+func (o *MirrorOracle) losing() {
+	o.observe()
+	if o.visible {
+		o.visible = false
+		o.startPeriod()
+	}
+}
+
+func (o *MirrorOracle) startPeriod() {
+	w := o.w
 	o.periodStart = w.now
 	for i, n := range w.Nodes {
 		o.inSyncAtCut[i] = n.Up && !o.dirty[i] && len(o.missing(n.Head)) == 0
@@ -229,6 +244,12 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 	}
 	if !a.State.Serving() || prev.Serving() {
 		return
+	}
+	if b := n.M.Basis(); b != mirror.BasisAdmin && b != mirror.BasisForced &&
+		peer.Up && peer.State.Serving() && n.M.PeerVisible() && peer.M.PeerVisible() && o.w.Visible() {
+		// Two nodes that see each other must agree on who serves: a node
+		// never starts serving beside a serving peer it can see.
+		o.violate("%s became %s while %s serves and both see each other (%q)", n.Name, a.State, peer.Name, a.Cause)
 	}
 	o.Stats.Failovers++
 	o.observe()

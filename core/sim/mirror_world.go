@@ -297,6 +297,7 @@ func (w *MirrorWorld) Crash(n *MirrorNode) {
 	if !n.Up {
 		return
 	}
+	w.Oracle.losing()
 	n.Up, n.Frozen, n.M, n.inbox = false, false, nil, nil
 	n.epoch++
 	n.VIP, n.App, n.Repl = false, "", mirror.ReplNone
