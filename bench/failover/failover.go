@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,7 +234,7 @@ func Run(ctx context.Context, c Cluster, opts Options) (_ Result, err error) {
 		opts.Logf("%s [%s, %s] crash %d/%d: %s → %s, outage %v (%d probes failed)",
 			res.System, res.Timers, res.Fault, i, opts.Kills, sample.Killed, sample.TookOver,
 			sample.Gap.Round(time.Millisecond), sample.Failed)
-		if err := restart(s.Bed.Host(sample.Killed), s); err != nil {
+		if err := restart(ctx, s.Bed.Host(sample.Killed), s); err != nil {
 			return res, fmt.Errorf("restart %s after crash %d: %w", sample.Killed, i, err)
 		}
 		if err := c.Recover(ctx, sample.Killed); err != nil {
@@ -361,8 +362,10 @@ func crashHost(h *testbed.Host, f Fault) error {
 }
 
 // restart brings a crashed host back the way a reboot would: links up, and
-// only its own address on its interface (the VIP it held is gone).
-func restart(h *testbed.Host, s Setup) error {
+// only its own address on its interface (the VIP it held is gone). It
+// returns once the interfaces pass traffic, as a booting machine starts its
+// services only once its network is up.
+func restart(ctx context.Context, h *testbed.Host, s Setup) error {
 	addrs, err := h.Addrs(s.Network)
 	if err != nil {
 		return err
@@ -375,5 +378,35 @@ func restart(h *testbed.Host, s Setup) error {
 			return err
 		}
 	}
-	return h.HealAll()
+	if err := h.HealAll(); err != nil {
+		return err
+	}
+	for _, network := range s.Bed.Networks() {
+		if err := waitLinkUp(ctx, h, network, 5*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitLinkUp waits until the host's interface on a network is operational.
+// The kernel applies carrier changes asynchronously (linkwatch, up to a
+// second later); until then the interface drops what it sends, and a
+// standby started at once misses its peer's heartbeats and takes over.
+func waitLinkUp(ctx context.Context, h *testbed.Host, network string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	iface := h.Iface(network)
+	for {
+		out, err := h.Run(ctx, "ip", "-o", "link", "show", "dev", iface)
+		// "qdisc noop" is the placeholder of an interface without carrier.
+		if err == nil && strings.Contains(out, "state UP") && !strings.Contains(out, "qdisc noop") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s on %s to come up (last: %q, %v): %w", iface, h.Name, strings.TrimSpace(out), err, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
