@@ -8,8 +8,9 @@
 // http://VIP:port every 20 ms; the node serving the VIP is crashed; the
 // failover time is the first outage the client sees (from the last answer
 // before the crash to the first answer from the other node, as
-// testbed.PollStats measures it); the crashed node comes back as a standby.
-// The next crash hits the node that took over, so the VIP moves back and
+// testbed.PollStats measures it); the crashed node comes back as a standby
+// while the client keeps polling, so a failback or a flap shows. The next
+// crash hits the node that took over, so the VIP moves back and
 // forth without ever failing back on its own: that is halo's behaviour
 // without default_primary, and each crash then costs exactly one failover.
 //
@@ -164,9 +165,9 @@ type Sample struct {
 	Gap time.Duration
 	// Failed is the number of probes that failed during the gap.
 	Failed int
-	// ExtraGaps counts outages after the first one, up to the moment the
-	// client had SteadyProbes answers in a row from TookOver: a flapping
-	// VIP. Zero in a clean failover.
+	// ExtraGaps counts the outages after that one, until the crashed node
+	// was back as a standby and the client had SteadyProbes answers in a
+	// row from TookOver: a flapping VIP or a failback. Zero when clean.
 	ExtraGaps int
 }
 
@@ -231,15 +232,9 @@ func Run(ctx context.Context, c Cluster, opts Options) (_ Result, err error) {
 			return res, fmt.Errorf("crash %d of %d: %w", i, opts.Kills, err)
 		}
 		res.Samples = append(res.Samples, sample)
-		opts.Logf("%s [%s, %s] crash %d/%d: %s → %s, outage %v (%d probes failed)",
+		opts.Logf("%s [%s, %s] crash %d/%d: %s → %s, outage %v (%d probes failed), %d more outages",
 			res.System, res.Timers, res.Fault, i, opts.Kills, sample.Killed, sample.TookOver,
-			sample.Gap.Round(time.Millisecond), sample.Failed)
-		if err := restart(ctx, s.Bed.Host(sample.Killed), s); err != nil {
-			return res, fmt.Errorf("restart %s after crash %d: %w", sample.Killed, i, err)
-		}
-		if err := c.Recover(ctx, sample.Killed); err != nil {
-			return res, fmt.Errorf("recover %s after crash %d: %w", sample.Killed, i, err)
-		}
+			sample.Gap.Round(time.Millisecond), sample.Failed, sample.ExtraGaps)
 	}
 	if err := bed.Close(); err != nil {
 		return res, fmt.Errorf("remove test bed: %w", err)
@@ -247,8 +242,10 @@ func Run(ctx context.Context, c Cluster, opts Options) (_ Result, err error) {
 	return res, nil
 }
 
-// crashOnce crashes the master while the client polls the VIP, and returns
-// once the client has been served steadily by the other node.
+// crashOnce crashes the master while the client polls the VIP, restarts
+// the crashed node and lets the cluster recover it. The client polls until
+// the end, so an outage while the node comes back (a failback, a flap) is
+// seen too.
 func crashOnce(ctx context.Context, c Cluster, s Setup, opts Options) (Sample, error) {
 	master, err := c.Master(ctx)
 	if err != nil {
@@ -261,11 +258,13 @@ func crashOnce(ctx context.Context, c Cluster, s Setup, opts Options) (Sample, e
 		return Sample{}, fmt.Errorf("poll the VIP: %w", err)
 	}
 	defer poller.Stop()
+	waitServed := func(node string, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return poller.WaitFor(ctx, steadilyServedBy(node, opts.SteadyProbes))
+	}
 
-	steadyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = poller.WaitFor(steadyCtx, steadilyServedBy(master, opts.SteadyProbes))
-	cancel()
-	if err != nil {
+	if err := waitServed(master, 10*time.Second); err != nil {
 		return Sample{}, fmt.Errorf("wait for %s, the master, to serve the VIP: %w", master, err)
 	}
 	select {
@@ -277,14 +276,20 @@ func crashOnce(ctx context.Context, c Cluster, s Setup, opts Options) (Sample, e
 	if err := crashHost(s.Bed.Host(master), opts.Fault); err != nil {
 		return Sample{}, err
 	}
-	failoverCtx, cancel := context.WithTimeout(ctx, opts.FailoverTimeout)
-	err = poller.WaitFor(failoverCtx, steadilyServedBy(survivor, opts.SteadyProbes))
-	cancel()
-	if err != nil {
+	if err := waitServed(survivor, opts.FailoverTimeout); err != nil {
 		return Sample{}, fmt.Errorf("wait for %s to serve the VIP after %s crashed: %w", survivor, master, err)
 	}
-	stats := poller.Stop()
-	sample, err := sampleOf(stats, crash)
+	if err := restart(ctx, s.Bed.Host(master), s); err != nil {
+		return Sample{}, fmt.Errorf("restart %s: %w", master, err)
+	}
+	if err := c.Recover(ctx, master); err != nil {
+		return Sample{}, fmt.Errorf("recover %s: %w", master, err)
+	}
+	if err := waitServed(survivor, opts.FailoverTimeout); err != nil {
+		return Sample{}, fmt.Errorf("wait for %s to keep serving the VIP once %s is back: %w", survivor, master, err)
+	}
+
+	sample, err := sampleOf(poller.Stop(), crash)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -294,8 +299,8 @@ func crashOnce(ctx context.Context, c Cluster, s Setup, opts Options) (Sample, e
 			sample.Before, sample.After, master, survivor)
 	}
 	if now, err := c.Master(ctx); err != nil || now != survivor {
-		return sample, fmt.Errorf("after the failover %s reports master %q (error %v), the client is served by %s",
-			c.System(), now, err, survivor)
+		return sample, fmt.Errorf("with %s back, %s reports master %q (error %v), the client is served by %s",
+			master, c.System(), now, err, survivor)
 	}
 	return sample, nil
 }

@@ -51,6 +51,9 @@ func TestKeepalivedSmoke(t *testing.T) {
 				if lo := 2 * KeepalivedFast.AdvertInt; s.Gap < lo || s.Gap > 3*time.Second {
 					t.Errorf("crash %d: outage %v, want between %v and 3s", i+1, s.Gap, lo)
 				}
+				if s.ExtraGaps != 0 {
+					t.Errorf("crash %d: %d more outages before %s was back as a standby", i+1, s.ExtraGaps, s.Killed)
+				}
 				if s.Failed == 0 {
 					t.Errorf("crash %d: outage of %v without a failed probe", i+1, s.Gap)
 				}

@@ -15,7 +15,7 @@ type Row struct {
 	Min, Median    time.Duration
 	P90, Max       time.Duration
 	// Flaps counts the crashes after which the client saw more than one
-	// outage before the VIP settled.
+	// outage before the crashed node was back as a standby.
 	Flaps int
 }
 

@@ -90,7 +90,8 @@ func run() error {
 outage: from the client's last answer before the crash to its first answer
   from the other node; resolution = poll interval. Each crash follows a
   random 0-1 s wait, so it hits a random phase of the heartbeat. flaps:
-  crashes after which the VIP was lost again before it settled.
+  crashes after which the client lost the VIP again before the crashed node
+  was back as a standby (0 = one clean outage per crash).
 faults: kill9 = every process of the master killed (its kernel still holds
   the VIP and resets connections until the survivor's gratuitous ARP);
   poweroff = kill9 plus every link cut (connections time out instead).
