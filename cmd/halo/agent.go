@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/halo-ha/halo/internal/agent"
 	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/pki"
 	"github.com/halo-ha/halo/internal/pluginhost"
 )
 
@@ -61,10 +64,24 @@ Every path has a flag and an environment variable, so several nodes can run on o
 				host.Close()
 				return fmt.Errorf("node %q is not declared in %s", node, cfg.Cluster.File)
 			}
-			a, err := agent.New(ctx, agent.Options{
+			opts := agent.Options{
 				Node: node, Version: Version, Cluster: cfg.Cluster, Modules: cfg.Modules,
 				DataDir: dataDir, Socket: socket, Plugins: host, Logger: logger,
-			})
+			}
+			if cfg.Cluster != nil {
+				// The TCP API is mutual TLS only: without the cluster's
+				// certificates (halo cluster init) it stays off.
+				m, err := pki.LoadNodeMaterial(cfg.Cluster, node)
+				if err != nil {
+					logger.Warn("TCP API disabled: no usable TLS material (run halo cluster init)", "error", err)
+				} else {
+					opts.APITLS = m.ServerConfig(pki.RequireClientCert)
+					for _, ip := range cfg.Cluster.Node(node).Addresses {
+						opts.APIAddrs = append(opts.APIAddrs, net.JoinHostPort(ip.String(), strconv.Itoa(cfg.Cluster.APIPort)))
+					}
+				}
+			}
+			a, err := agent.New(ctx, opts)
 			if err != nil {
 				host.Close()
 				return err

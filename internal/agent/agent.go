@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,11 +45,12 @@ type Options struct {
 	Modules []*config.Module
 	DataDir string // state, event logs: <DataDir>/<module>/
 	Socket  string // local API Unix socket; "" = <DataDir>/halo.sock
-	// APIAddr is the TCP address of the API; "" disables it (the TLS API
-	// between nodes lands with the mirror issue).
-	APIAddr string
-	Plugins Plugins
-	Logger  hclog.Logger
+	// APIAddrs are the TCP addresses of the API, served with APITLS
+	// (mutual TLS with the cluster CA); empty disables the TCP API.
+	APIAddrs []string
+	APITLS   *tls.Config
+	Plugins  Plugins
+	Logger   hclog.Logger
 }
 
 // Agent runs the modules of one node.
@@ -132,15 +134,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("restrict %s: %w", a.opts.Socket, err)
 	}
-	errc := make(chan error, 2)
+	var errc chan error
+	errc = make(chan error, 1+len(a.opts.APIAddrs))
 	go func() { errc <- srv.Serve(ln) }()
-	if a.opts.APIAddr != "" {
-		tl, err := net.Listen("tcp", a.opts.APIAddr)
+	for _, addr := range a.opts.APIAddrs {
+		tl, err := net.Listen("tcp", addr)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen on %s: %w", a.opts.APIAddr, err)
+			srv.Close()
+			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
-		go func() { errc <- srv.Serve(tl) }()
+		go func() { errc <- srv.Serve(tls.NewListener(tl, a.opts.APITLS)) }()
 	}
 
 	var wg sync.WaitGroup

@@ -5,9 +5,14 @@ package light
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -211,4 +216,61 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	out.Close()
+}
+
+// The TCP API is mutual TLS with the cluster CA: a client holding a
+// certificate from `halo cluster init` gets in, one without is refused.
+func TestTCPAPIMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	n := harness.NewNode(t, filepath.Join(dir, "n1"), "n1")
+	n.WriteFile("cluster.hcl", fmt.Sprintf(`cluster "tls" {
+  api_port = %d
+  network "default" {}
+  node "n1" { addresses = { default = "127.0.0.1" } }
+  user "admin" { role = "admin" }
+}
+`, port), 0o644)
+	pkiDir := filepath.Join(dir, "pki")
+	if out, code := n.CLI("cluster", "init", "--cluster", filepath.Join(n.ConfigDir, "cluster.hcl"), "--out", pkiDir, "--user", "admin"); code != 0 {
+		t.Fatalf("cluster init: %d %s", code, out)
+	}
+	if out, err := exec.Command("cp", "-rp", filepath.Join(pkiDir, "n1", "tls"), n.ConfigDir).CombinedOutput(); err != nil {
+		t.Fatalf("install tls: %v %s", err, out)
+	}
+	n.Start()
+
+	userDir := filepath.Join(pkiDir, "users", "admin")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(userDir, "admin.pem"), filepath.Join(userDir, "admin-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(userDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	mk := func(certs []tls.Certificate) *api.Client {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs, ServerName: "n1", MinVersion: tls.VersionTLS13}}
+		return api.NewClient(url, &http.Client{Transport: tr, Timeout: 5 * time.Second})
+	}
+	v, err := mk([]tls.Certificate{cert}).Version(context.Background())
+	if err != nil || v.Node != "n1" {
+		t.Fatalf("with a cluster certificate: %+v %v", v, err)
+	}
+	if _, err := mk(nil).Version(context.Background()); err == nil {
+		t.Fatal("a client without a certificate reached the TCP API")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
