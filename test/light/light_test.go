@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +85,11 @@ func TestLightModuleEndToEnd(t *testing.T) {
 	}
 	waitState(t, c, "UP", "Ready")
 	pid1 := waitPid(t, pidfile, 0)
+	plugins, code := n.CLI("plugin", "list")
+	if code != 0 || !regexp.MustCompile(`(?m)^errd\s+checker\s+\d+\.\d+\.\d+\s+1\s`).MatchString(plugins) ||
+		!regexp.MustCompile(`(?m)^script\s+app\s`).MatchString(plugins) {
+		t.Fatalf("halo plugin list: %d\n%s", code, plugins)
+	}
 	if _, code := n.CLI("status", "svc", "-q"); code != 2 {
 		t.Fatalf("status -q = %d, want 2 (UP)", code)
 	}
