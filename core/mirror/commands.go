@@ -230,7 +230,7 @@ func (m *Machine) cmdPrim(c core.Command, cause string, refuse func(string, ...a
 		}
 		m.persist(func(p *Persistent) {
 			// A forced generation must differ from anything the peer holds.
-			p.Forced, p.Inconsistent, p.ResyncFull, p.Shared = true, false, false, true
+			p.Forced, p.Inconsistent, p.Outdated, p.ResyncFull, p.Shared = true, false, false, false, true
 		})
 	}
 	m.goAlone(cause, c.Kind.String(), basis, func() bool { return !m.peerAlive || !m.peer.State.Serving() })

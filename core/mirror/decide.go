@@ -395,6 +395,11 @@ func (m *Machine) reconcileSecond() bool {
 	if m.handover && m.peerAlive && m.peer.State.Serving() {
 		m.handover = false
 	}
+	if m.handover && m.peerAlive && (m.peer.State != core.Second || m.peer.Inconsistent || m.peer.Outdated) {
+		// The peer left SECOND instead of taking over: the swap is off.
+		m.logf("warn", "swap: %s is %s and will not take over; handover cancelled", m.cfg.Peer, m.peerText())
+		m.handover = false
+	}
 	if m.resync != nil || m.p.Inconsistent {
 		return m.reconcileResyncing()
 	}
@@ -758,7 +763,8 @@ func (m *Machine) goAlone(cause, action string, basis Basis, still func() bool) 
 			}
 			m.persist(func(p *Persistent) {
 				m.forkAlone(p)
-				p.Stopped = false
+				// The data served becomes the reference (prim, primforce).
+				p.Stopped, p.Outdated, p.Inconsistent = false, false, false
 			})
 			m.yield, m.inSyncAtLoss, m.handover = false, false, false
 			m.enter(core.Alone, core.Transient, cause)

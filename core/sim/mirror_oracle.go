@@ -284,10 +284,17 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		}
 	default:
 		entitled := o.apart() && (o.inSyncAtCut[i] && o.continuous[i] || o.servedInPeriod[i])
+		// Or: the last heartbeat it read was sent while both copies were
+		// identical, and it has not heard from the peer since (its agent
+		// kept running: a reboot clears lastHeard). Writes made after that
+		// are out of its sight: serving without them is a split brain.
+		lh := n.lastHeard
+		sight := !n.M.PeerVisible() && lh.inSync && !lh.at.IsZero()
 		var unexcused []int
 		for _, id := range miss {
 			during := o.apart() && !o.writeAt[id].Before(o.periodStart)
-			if !(during && (entitled || o.writeRisky[id])) {
+			unseen := sight && o.writeAt[id].After(lh.at)
+			if !(during && (entitled || o.writeRisky[id]) || unseen) {
 				unexcused = append(unexcused, id)
 				continue
 			}

@@ -256,6 +256,9 @@ func (s *mirrorSim) randomConfig() mirror.Config {
 func (s *mirrorSim) worldOptions(cfg mirror.Config) MirrorOptions {
 	opt := DefaultMirrorOptions(cfg)
 	opt.WriteEvery = 100 * time.Millisecond
+	// Periodic activities drift: writes, heartbeats and ticks do not line
+	// up, so races between them get explored.
+	opt.Jitter = func(d time.Duration) time.Duration { return d/2 + time.Duration(s.rng.Int64N(int64(d))) }
 	opt.ScriptRun = func(node, script string, force bool) (time.Duration, core.ScriptOutcome) {
 		d := s.dur(10*time.Millisecond, 400*time.Millisecond)
 		if s.faulting && !force && s.rng.Float64() < 0.02 {
@@ -354,7 +357,27 @@ func (s *mirrorSim) inject() {
 				}
 			})
 		}
-	case r < 70: // next run of a script fails
+	case r < 73: // replication stuck on the primary, which dies soon after
+		// The SECOND must not take over without the writes the primary
+		// acknowledged after giving up on it.
+		if n.Up && n.State == core.Prim {
+			n.ReplBlocked = true
+			s.rep.Crashes++
+			s.tracef("FAULT replication from %s blocked, crash follows", n.Name)
+			w.after(w.opt.Config.StallTimeout+s.dur(200*time.Millisecond, 600*time.Millisecond), func() {
+				n.ReplBlocked = false
+				if !s.heal {
+					s.tracef("FAULT crash %s", n.Name)
+					w.Crash(n)
+					w.after(s.dur(time.Second, 4*time.Second), func() {
+						if !s.heal {
+							w.Boot(n)
+						}
+					})
+				}
+			})
+		}
+	case r < 76: // next run of a script fails
 		script := []string{"start_prim", "stop_prim", "start_second", "stop_second", "prestart"}[s.rng.IntN(5)]
 		n.Fail[script] = []core.ScriptOutcome{core.ScriptFailed, core.ScriptTimedOut}[s.rng.IntN(2)]
 		s.rep.ScriptFaults++

@@ -44,6 +44,9 @@ type MirrorOptions struct {
 	// ReplNetwork carries replication and resyncs (default: the last
 	// network).
 	ReplNetwork string
+	// Jitter, if set, returns the next interval of a periodic activity
+	// (ticks, heartbeats, writes) of nominal period d.
+	Jitter func(d time.Duration) time.Duration
 }
 
 // DefaultMirrorOptions are fixed, round timings for transcripts.
@@ -109,6 +112,16 @@ type MirrorNode struct {
 	// The last witness answer the agent read, and when.
 	witnessAt time.Time
 	witnessOK bool
+	// lastHeard: when the last heartbeat this agent read was sent, and
+	// whether both copies were identical then (what the agent can know
+	// of its peer's data).
+	lastHeard    heard
+	pendingHeard []heard // read when a frozen agent resumes
+}
+
+type heard struct {
+	at     time.Time
+	inSync bool
 }
 
 type queued struct {
@@ -249,12 +262,18 @@ func (w *MirrorWorld) at(t time.Time, fn func()) {
 func (w *MirrorWorld) after(d time.Duration, fn func()) { w.at(w.now.Add(d), fn) }
 
 func (w *MirrorWorld) every(d time.Duration, fn func()) {
+	next := func() time.Duration {
+		if w.opt.Jitter != nil {
+			return w.opt.Jitter(d)
+		}
+		return d
+	}
 	var again func()
 	again = func() {
 		fn()
-		w.after(d, again)
+		w.after(next(), again)
 	}
-	w.after(d, again)
+	w.after(next(), again)
 }
 
 // RunFor advances the world by d, processing everything due.
@@ -299,6 +318,7 @@ func (w *MirrorWorld) Crash(n *MirrorNode) {
 	}
 	w.Oracle.losing()
 	n.Up, n.Frozen, n.M, n.inbox = false, false, nil, nil
+	n.lastHeard, n.pendingHeard = heard{}, nil
 	n.epoch++
 	n.VIP, n.App, n.Repl = false, "", mirror.ReplNone
 	n.held, n.resync, n.resyncHeld = nil, nil, false
@@ -322,6 +342,10 @@ func (w *MirrorWorld) Thaw(n *MirrorNode) {
 	n.Frozen = false
 	inbox := n.inbox
 	n.inbox = nil
+	if k := len(n.pendingHeard); k > 0 {
+		n.lastHeard = n.pendingHeard[k-1]
+		n.pendingHeard = nil
+	}
 	for _, ev := range inbox {
 		if !n.Up || n.Frozen {
 			break
@@ -489,8 +513,14 @@ func (w *MirrorWorld) sendHeartbeats(i int) {
 		}
 		st := n.M.Heartbeat()
 		epoch := peer.epoch
+		sent := heard{at: w.now, inSync: n.Head == peer.Head}
 		w.after(delay, func() {
-			if w.netUp[net] {
+			if w.netUp[net] && peer.Up && peer.epoch == epoch {
+				if peer.Frozen {
+					peer.pendingHeard = append(peer.pendingHeard, sent)
+				} else {
+					peer.lastHeard = sent
+				}
 				w.deliver(peer, epoch, mirror.PeerHeartbeat{At: w.now, Network: net, Peer: st})
 			}
 		})
