@@ -25,7 +25,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -368,8 +367,13 @@ func crashHost(h *testbed.Host, f Fault) error {
 
 // restart brings a crashed host back the way a reboot would: links up, and
 // only its own address on its interface (the VIP it held is gone). It
-// returns once the interfaces pass traffic, as a booting machine starts its
-// services only once its network is up.
+// returns once the host has exchanged a ping with every other host on every
+// network. That stands in for a booting machine's first traffic, and it
+// matters: the peers' ARP entries for the host failed while it was gone,
+// and a neighbour being resolved again is probed only once per second, so
+// without it a peer's unicast heartbeats might not reach the host for up to
+// a second, long enough for a standby with fast timers to believe its
+// master dead and take the VIP (seen with keepalived).
 func restart(ctx context.Context, h *testbed.Host, s Setup) error {
 	addrs, err := h.Addrs(s.Network)
 	if err != nil {
@@ -386,32 +390,17 @@ func restart(ctx context.Context, h *testbed.Host, s Setup) error {
 	if err := h.HealAll(); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for _, network := range s.Bed.Networks() {
-		if err := waitLinkUp(ctx, h, network, 5*time.Second); err != nil {
-			return err
+		for _, other := range s.Bed.Hosts() {
+			if other == h {
+				continue
+			}
+			if _, err := h.Ping(ctx, other.Addr(network)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
-}
-
-// waitLinkUp waits until the host's interface on a network is operational.
-// The kernel applies carrier changes asynchronously (linkwatch, up to a
-// second later); until then the interface drops what it sends, and a
-// standby started at once misses its peer's heartbeats and takes over.
-func waitLinkUp(ctx context.Context, h *testbed.Host, network string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	iface := h.Iface(network)
-	for {
-		out, err := h.Run(ctx, "ip", "-o", "link", "show", "dev", iface)
-		// "qdisc noop" is the placeholder of an interface without carrier.
-		if err == nil && strings.Contains(out, "state UP") && !strings.Contains(out, "qdisc noop") {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s on %s to come up (last: %q, %v): %w", iface, h.Name, strings.TrimSpace(out), err, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
