@@ -38,6 +38,14 @@ type MirrorOracle struct {
 	// brain must then be resolved when they meet.
 	writeRisky []bool
 	writer     []string
+	// writerSaw: the writer saw the other node when it wrote. A node that
+	// continues without a peer it can see must first make the peer know
+	// its copy is outdated; such writes are never excused.
+	writerSaw []bool
+	// aloneApart: the node went ALONE without seeing its peer; until it is
+	// PRIM again (or stops serving), its writes belong to a possible split
+	// brain even once it sees the peer again.
+	aloneApart [2]bool
 
 	// Contact periods: while the two agents cannot see each other, a node
 	// that was in sync when contact was lost (and has run since), or that
@@ -72,7 +80,7 @@ type MirrorStats struct {
 }
 
 func newMirrorOracle(w *MirrorWorld) *MirrorOracle {
-	return &MirrorOracle{w: w, parent: []int{-1}, writeAt: []time.Time{w.opt.Start}, writeRisky: []bool{false}, writer: []string{""}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
+	return &MirrorOracle{w: w, parent: []int{-1}, writeAt: []time.Time{w.opt.Start}, writeRisky: []bool{false}, writer: []string{""}, writerSaw: []bool{false}, quarantined: map[int]bool{}, lostOK: map[int]bool{},
 		splitWrites: map[int]bool{}, OverlapBound: w.opt.Config.HeartbeatTimeout + 3*w.opt.HeartbeatEvery, periodStart: w.opt.Start,
 		inSyncAtCut: [2]bool{true, true}}
 }
@@ -165,6 +173,7 @@ func (o *MirrorOracle) write(n, replica *MirrorNode) {
 	o.parent = append(o.parent, n.Head)
 	o.writeAt = append(o.writeAt, o.w.now)
 	o.writer = append(o.writer, n.Name)
+	o.writerSaw = append(o.writerSaw, n.M.PeerVisible() && !o.aloneApart[n.idx])
 	if other := o.w.peerOf(n); replica == nil && (!o.extends(other.Head, n.Head) || other.Up && other.State.Serving() && o.apart()) {
 		// The two copies have diverged (each holds writes the other
 		// lacks), or both serve apart: this write belongs to one side of a
@@ -225,6 +234,12 @@ func (o *MirrorOracle) resynced(target, src *MirrorNode, rs mirror.StartResync) 
 
 // entered checks a state change as the executor applies it.
 func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState) {
+	switch {
+	case a.State == core.Alone && prev != core.Alone && !n.M.PeerVisible():
+		o.aloneApart[n.idx] = true
+	case a.State != core.Alone:
+		o.aloneApart[n.idx] = false
+	}
 	if (a.State == core.Wait || a.State == core.Stop) && a.Cause == "" {
 		o.violate("%s entered %s without a cause", n.Name, a.State)
 	}
@@ -293,7 +308,7 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 		var unexcused []int
 		for _, id := range miss {
 			during := o.apart() && !o.writeAt[id].Before(o.periodStart)
-			unseen := sight && o.writeAt[id].After(lh.at)
+			unseen := sight && o.writeAt[id].After(lh.at) && !o.writerSaw[id]
 			if !(during && (entitled || o.writeRisky[id]) || unseen) {
 				unexcused = append(unexcused, id)
 				continue
