@@ -13,9 +13,15 @@
 //     newest (it was ALONE, or SECOND in sync when the peer vanished), or
 //     sync_delta allows it, or an administrator said so; with a witness it
 //     must also reach the witness;
-//   - a node that sees its peer serves only if both nodes elect it (each
-//     heartbeat carries the sender's vote), so two nodes that see each other
-//     never both start serving;
+//   - a node that sees its peer serves only if both nodes elect it: it
+//     becomes a candidate for a new term and waits for the peer's vote for
+//     that term; a node never votes while it is a candidate or serves, so
+//     two nodes that see each other never both start serving;
+//   - a node that stops replicating to a SECOND it can see (stall) first
+//     makes it mark its data outdated, so the SECOND never takes over
+//     without writes the primary acknowledged meanwhile;
+//   - after a pause (SIGSTOP, VM freeze) a node promotes nothing until it
+//     hears its peer again: statuses read at once were buffered and old;
 //   - data generations (core/journal) tell who holds the newest data, and a
 //     split brain, without looking at the data.
 package mirror

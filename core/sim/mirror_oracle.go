@@ -70,13 +70,12 @@ type MirrorOracle struct {
 
 // MirrorStats counts what a run exercised.
 type MirrorStats struct {
-	Writes        int
-	Failovers     int // a node started serving
-	Quarantines   int // resyncs that quarantined divergent writes
-	AcceptedLoss  int // writes lost by admin choice or sync_delta
-	MaxOverlap    time.Duration
-	Resyncs       int
-	StaleStepDown int
+	Writes       int
+	Failovers    int // a node started serving
+	Quarantines  int // resyncs that quarantined divergent writes
+	AcceptedLoss int // writes lost by admin choice or sync_delta
+	MaxOverlap   time.Duration
+	Resyncs      int
 }
 
 func newMirrorOracle(w *MirrorWorld) *MirrorOracle {

@@ -24,21 +24,19 @@ type MirrorSimOptions struct {
 
 // MirrorSimReport says what a run exercised.
 type MirrorSimReport struct {
-	Config        string
-	Steps         int
-	Crashes       int
-	Freezes       int
-	Cuts          int
-	Commands      int
-	CheckerFlaps  int
-	ScriptFaults  int
-	Converged     bool
-	NeedsAdmin    string // the WAIT/STOP reason when the pair waits for an administrator
-	ConvergedIn   time.Duration
-	Stats         MirrorStats
-	StateChanges  int
-	SplitBrains   int // step-downs and joins that quarantined
-	StaleStepDown int
+	Config       string
+	Steps        int
+	Crashes      int
+	Freezes      int
+	Cuts         int
+	Commands     int
+	CheckerFlaps int
+	ScriptFaults int
+	Converged    bool
+	NeedsAdmin   string // the WAIT/STOP reason when the pair waits for an administrator
+	ConvergedIn  time.Duration
+	Stats        MirrorStats
+	StateChanges int
 }
 
 // MirrorSimError is a broken invariant, with what replays it.
