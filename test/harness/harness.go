@@ -36,6 +36,17 @@ func RepoRoot() string {
 // (make test builds first and sets it), otherwise a fresh build.
 func Bin(t testing.TB) string {
 	t.Helper()
+	dir, err := FindBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// FindBin is Bin for code that runs outside a test (the demo, benchmarks):
+// $HALO_BIN when set, otherwise a fresh build into a temporary directory,
+// made once per process.
+func FindBin() (string, error) {
 	buildOnce.Do(func() {
 		if d := os.Getenv("HALO_BIN"); d != "" {
 			binDir = d
@@ -53,10 +64,7 @@ func Bin(t testing.TB) string {
 		}
 		binDir = dir
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
+	return binDir, buildErr
 }
 
 // Node is one node's directories and its running agent.
