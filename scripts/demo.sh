@@ -95,4 +95,4 @@ kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 
 say "3. SIMULATION: a mirror failover, run by the core's seeded simulator"
 echo "(two real mirror state machines against a simulated network and clock; no real nodes)"
-go run ./core/sim/simdemo 2>/dev/null || echo "(the simulator demo lands with the mirror state machine)"
+go run ./core/sim/simdemo
