@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -70,16 +71,29 @@ Every path has a flag and an environment variable, so several nodes can run on o
 			}
 			if cfg.Cluster != nil {
 				// The TCP API is mutual TLS only: without the cluster's
-				// certificates (halo cluster init) it stays off.
+				// certificates (halo cluster init) it stays off, and so
+				// does the mirror modules' control channel.
 				m, err := pki.LoadNodeMaterial(cfg.Cluster, node)
 				if err != nil {
-					logger.Warn("TCP API disabled: no usable TLS material (run halo cluster init)", "error", err)
+					logger.Warn("TCP API and peer control channel disabled: no usable TLS material (run halo cluster init)", "error", err)
 				} else {
 					opts.APITLS = m.ServerConfig(pki.RequireClientCert)
-					for _, ip := range cfg.Cluster.Node(node).Addresses {
-						opts.APIAddrs = append(opts.APIAddrs, net.JoinHostPort(ip.String(), strconv.Itoa(cfg.Cluster.APIPort)))
+					opts.TLS = m
+					for _, ip := range nodeAddresses(cfg.Cluster, node) {
+						opts.APIAddrs = append(opts.APIAddrs, net.JoinHostPort(ip, strconv.Itoa(cfg.Cluster.APIPort)))
 					}
 				}
+				// Heartbeats are authenticated with the cluster key; only
+				// mirror modules need it, and they fail to start without.
+				if key, err := pki.LoadClusterKey(cfg.Cluster.KeyFile); err != nil {
+					if hasMirror(cfg.Modules, node) {
+						logger.Warn("no usable cluster key: mirror modules cannot start (run halo cluster init)", "error", err)
+					}
+				} else {
+					opts.ClusterKey = key
+				}
+				// Cloud load balancers probe the node's own addresses.
+				opts.HealthHosts = nodeAddresses(cfg.Cluster, node)
 			}
 			a, err := agent.New(ctx, opts)
 			if err != nil {
@@ -96,6 +110,29 @@ Every path has a flag and an environment variable, so several nodes can run on o
 	cmd.Flags().StringVar(&socket, "socket", os.Getenv("HALO_SOCKET"), "API socket (env HALO_SOCKET; default <data-dir>/halo.sock)")
 	cmd.Flags().StringVar(&logLevel, "log-level", envOr("HALO_LOG_LEVEL", "info"), "trace, debug, info, warn or error")
 	return cmd
+}
+
+// nodeAddresses lists the node's addresses, in network declaration order,
+// each once.
+func nodeAddresses(c *config.Cluster, node string) []string {
+	n := c.Node(node)
+	var out []string
+	for _, net := range c.NetworkNames() {
+		if ip, ok := n.Addresses[net]; ok && !slices.Contains(out, ip.String()) {
+			out = append(out, ip.String())
+		}
+	}
+	return out
+}
+
+// hasMirror reports whether a mirror module runs on node.
+func hasMirror(mods []*config.Module, node string) bool {
+	for _, m := range mods {
+		if m.Kind == config.KindMirror && m.HasNode(node) {
+			return true
+		}
+	}
+	return false
 }
 
 // guessNode picks this node's name: the host name, when the cluster

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/halo-ha/halo/core"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/httpapi"
+	"github.com/halo-ha/halo/internal/pki"
 	"github.com/halo-ha/halo/sdk/api"
 )
 
@@ -32,6 +34,10 @@ type Plugins interface {
 	// Checker returns the runner of one checker instance; the plugin has
 	// validated and accepted the check block's configuration.
 	Checker(ctx context.Context, mod *config.Module, c *config.Check) (CheckerRunner, error)
+	// VIP returns the runner of one vip block; the plugin has accepted its
+	// configuration. v.Interface is resolved (the interface holding the
+	// node's address on v.Network) when this host has it.
+	VIP(ctx context.Context, mod *config.Module, v *config.VIP) (VIPRunner, error)
 	List(ctx context.Context) []api.PluginInfo
 	Close()
 }
@@ -49,8 +55,20 @@ type Options struct {
 	// (mutual TLS with the cluster CA); empty disables the TCP API.
 	APIAddrs []string
 	APITLS   *tls.Config
-	Plugins  Plugins
-	Logger   hclog.Logger
+	// TLS is this node's TLS material: mirror modules send coordination
+	// messages to their peer's TCP API with it. nil = no control channel
+	// (heartbeats still carry every fact, but `halo swap` on a SECOND
+	// cannot reach its PRIM).
+	TLS *pki.Material
+	// ClusterKey authenticates heartbeats (pki.LoadClusterKey); mirror
+	// modules need it.
+	ClusterKey []byte
+	// HealthHosts are the addresses the cloud health endpoint
+	// (GET /health/<module>, plain HTTP) listens on, with each module's
+	// health port; empty = no health endpoint.
+	HealthHosts []string
+	Plugins     Plugins
+	Logger      hclog.Logger
 }
 
 // Agent runs the modules of one node.
@@ -105,6 +123,17 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 		}
 		checkers = append(checkers, Checker{Name: c.Name, Interval: c.Interval, Timeout: c.Timeout, Runner: cr})
 	}
+	var witness []Checker
+	if mod.Kind == config.KindMirror {
+		// Witness checks run when the machine asks, not periodically.
+		checkers = slices.DeleteFunc(checkers, func(c Checker) bool {
+			if mod.Check(c.Name).Type == witnessType {
+				witness = append(witness, c)
+				return true
+			}
+			return false
+		})
+	}
 	ms, err := newMachine(mod, a.opts.Node, filepath.Join(stateDir, "state.json"))
 	if err != nil {
 		return nil, err
@@ -114,7 +143,55 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 		return nil, err
 	}
 	r.status.Switches, r.status.Loop.Count = ms.switches, ms.loopCount
+	for _, c := range witness {
+		r.resources["checker."+c.Name] = api.Resource{Value: core.CheckInit.String(), Message: "split-brain witness, probed before serving without the peer", Since: time.Now().UTC()}
+	}
+	if mod.Kind == config.KindMirror || mod.Kind == config.KindFarm {
+		for _, v := range mod.VIPs {
+			vr, err := a.opts.Plugins.VIP(ctx, mod, a.resolveVIP(v))
+			if err != nil {
+				r.events.close()
+				return nil, fmt.Errorf("vip %s: %w", v.Address, err)
+			}
+			s := &vipSlot{cfg: v, runner: vr}
+			r.vips = append(r.vips, s)
+			r.resources[s.resourceName()] = api.Resource{Value: "unknown", Message: "not yet released or acquired", Since: time.Now().UTC()}
+		}
+	}
+	if ms.mirror != nil {
+		mi, err := a.newMirrorIO(mod, ms.mirror, r)
+		if err != nil {
+			r.events.close()
+			return nil, err
+		}
+		mi.witness = witness
+		r.mirror = mi
+	}
 	return r, nil
+}
+
+// resolveVIP returns v with its interface named: the one holding this
+// node's address on the VIP's network, when v leaves it out and this host
+// has that address.
+func (a *Agent) resolveVIP(v *config.VIP) *config.VIP {
+	if v.Interface != "" || a.opts.Cluster == nil {
+		return v
+	}
+	n := a.opts.Cluster.Node(a.opts.Node)
+	if n == nil {
+		return v
+	}
+	addr, ok := n.Addresses[v.Network]
+	if !ok {
+		return v
+	}
+	ifc := localInterface(addr)
+	if ifc == "" {
+		return v
+	}
+	c := *v
+	c.Interface = ifc
+	return &c
 }
 
 // Run serves the API and runs every module until ctx ends.
@@ -123,7 +200,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	defer a.opts.Plugins.Close()
 
-	srv := &http.Server{Handler: httpapi.NewRouter(a), ReadHeaderTimeout: 10 * time.Second}
+	router := httpapi.NewRouter(a)
+	router.HandleFunc(PeerMessagePath, a.handlePeerMessage).Methods(http.MethodPost)
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 	_ = os.Remove(a.opts.Socket) // a stale socket from a crashed agent
 	ln, err := net.Listen("unix", a.opts.Socket)
 	if err != nil {
@@ -135,7 +214,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("restrict %s: %w", a.opts.Socket, err)
 	}
 	var errc chan error
-	errc = make(chan error, 1+len(a.opts.APIAddrs))
+	// Every server goroutine sends once; none may block after Run returns.
+	errc = make(chan error, 1+len(a.opts.APIAddrs)+len(a.opts.HealthHosts)*len(a.healthPorts()))
 	go func() { errc <- srv.Serve(ln) }()
 	for _, addr := range a.opts.APIAddrs {
 		tl, err := net.Listen("tcp", addr)
@@ -144,6 +224,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
 		go func() { errc <- srv.Serve(tls.NewListener(tl, a.opts.APITLS)) }()
+	}
+	health, err := a.serveHealth(errc)
+	if err != nil {
+		srv.Close()
+		return err
 	}
 
 	var wg sync.WaitGroup
@@ -164,6 +249,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer scancel()
 	_ = srv.Shutdown(sctx)
+	for _, h := range health {
+		_ = h.Shutdown(sctx)
+	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve API: %w", serveErr)
 	}

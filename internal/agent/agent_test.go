@@ -55,9 +55,45 @@ func (f *fakeChecker) Check(ctx context.Context) (core.CheckStatus, string) {
 	return f.st, "fake"
 }
 
+// fakeVIP records whether its address is held, and can be told to fail.
+type fakeVIP struct {
+	mu       sync.Mutex
+	held     bool
+	fail     error
+	acquires int
+	releases int
+}
+
+func (f *fakeVIP) Acquire(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.held = true
+	f.acquires++
+	return nil
+}
+
+func (f *fakeVIP) Release(context.Context, bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.held = false
+	f.releases++
+	return nil
+}
+
+func (f *fakeVIP) isHeld() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
+
+func (f *fakeVIP) setFail(err error) { f.mu.Lock(); f.fail = err; f.mu.Unlock() }
+
 type fakePlugins struct {
 	app      *fakeApp
 	checkers map[string]*fakeChecker
+	vips     map[string]*fakeVIP // by address
 }
 
 func (p *fakePlugins) App(context.Context, *config.Module) (AppRunner, error) { return p.app, nil }
@@ -65,6 +101,14 @@ func (p *fakePlugins) Checker(_ context.Context, _ *config.Module, c *config.Che
 	fc := &fakeChecker{st: core.CheckUp}
 	p.checkers[c.Name] = fc
 	return fc, nil
+}
+func (p *fakePlugins) VIP(_ context.Context, _ *config.Module, v *config.VIP) (VIPRunner, error) {
+	fv := &fakeVIP{}
+	if p.vips == nil {
+		p.vips = map[string]*fakeVIP{}
+	}
+	p.vips[v.Address.Addr().String()] = fv
+	return fv, nil
 }
 func (p *fakePlugins) List(context.Context) []api.PluginInfo { return nil }
 func (p *fakePlugins) Close()                                {}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/core/mirror"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/httpapi"
 	"github.com/halo-ha/halo/sdk/api"
@@ -79,6 +80,15 @@ type moduleRunner struct {
 	external  map[string]bool // checkers whose status was set through the API
 
 	scripts sync.WaitGroup
+
+	// vips are the module's vip blocks (mirror and farm modules).
+	vips []*vipSlot
+	// mirror is set for a mirror module.
+	mirror *mirrorIO
+	// deferred holds events that answer an action at once (a resync with
+	// nothing to copy): they are stepped right after the current event,
+	// on the event loop, since the machine cannot be re-entered.
+	deferred []core.Event
 }
 
 type commandReq struct {
@@ -119,9 +129,33 @@ func (r *moduleRunner) run(ctx context.Context) {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.runChecker(ctx, c) }()
 	}
-	t := time.NewTicker(tickEvery)
+	every := tickEvery
+	var pulse <-chan time.Time
+	var received <-chan struct{}
+	if mi := r.mirror; mi != nil {
+		// The machine judges heartbeat timeouts, and its own pauses
+		// (timeout/2 without a tick), on ticks: tick at least twice a pulse.
+		every = min(every, mi.pulse/2)
+		wg.Go(func() {
+			if err := mi.endpoint.Run(ctx); err != nil {
+				r.events.add("log", "error", "heartbeats stopped: "+err.Error())
+			}
+		})
+		if mi.sender != nil {
+			wg.Go(func() { mi.sender.run(ctx) })
+		}
+		pt := time.NewTicker(mi.pulse)
+		defer pt.Stop()
+		pulse, received = pt.C, mi.inbox.notify
+	}
+	r.releaseLeftoverVIPs(ctx)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	r.step(ctx, core.Tick{Now: time.Now()})
+	if r.mirror != nil && r.mirror.m.ShouldStartAtBoot() {
+		r.events.add("command", "info", "start from "+mirror.OriginBoot)
+		r.step(ctx, core.Command{At: time.Now(), Kind: core.CmdStart, Origin: mirror.OriginBoot})
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -131,7 +165,21 @@ func (r *moduleRunner) run(ctx context.Context) {
 			return
 		case now := <-t.C:
 			r.step(ctx, core.Tick{Now: now})
+			r.retryVIPs(ctx, now)
+		case <-pulse:
+			r.sendHeartbeat(false)
+		case <-received:
+			for _, hb := range r.mirror.inbox.take() {
+				// Stamped when the machine reads it, not when it arrived:
+				// after a pause of this process, statuses that waited in
+				// the socket buffers must not look fresher than the pause.
+				r.step(ctx, mirror.PeerHeartbeat{At: time.Now(), Network: hb.network, Peer: hb.status})
+			}
 		case ev := <-r.in:
+			if wd, ok := ev.(witnessDone); ok {
+				r.mirror.witnessBusy = false
+				ev = wd.WitnessResult
+			}
 			r.step(ctx, ev)
 		case req := <-r.cmds:
 			req.reply <- r.step(ctx, req.cmd)
@@ -139,9 +187,24 @@ func (r *moduleRunner) run(ctx context.Context) {
 	}
 }
 
-// step feeds one event and executes the resulting actions in order. It
-// returns the refusal of a command, if any.
+// step feeds one event, executes the resulting actions in order, then the
+// events those actions answered at once. It returns the refusal of a
+// command, if any.
 func (r *moduleRunner) step(ctx context.Context, ev core.Event) error {
+	refused := r.apply(ctx, ev)
+	for len(r.deferred) > 0 {
+		next := r.deferred[0]
+		r.deferred = r.deferred[1:]
+		r.apply(ctx, next)
+	}
+	if r.mirror != nil {
+		r.refreshMirrorStatus()
+		r.sendHeartbeat(true)
+	}
+	return refused
+}
+
+func (r *moduleRunner) apply(ctx context.Context, ev core.Event) error {
 	var refused error
 	for _, a := range r.machine.Step(ev) {
 		switch a := a.(type) {
@@ -168,9 +231,18 @@ func (r *moduleRunner) step(ctx context.Context, ev core.Event) error {
 		case core.Refuse:
 			refused = httpapi.Conflict("%s refused: %s", a.Command, a.Reason)
 			r.events.add("command", "warn", fmt.Sprintf("%s refused: %s", a.Command, a.Reason))
-		case core.SetVIP, core.UnsetVIP, core.SetBalancing, core.ClearBalancing, core.CheckWitness:
-			// Farm and mirror networking land with their issues; a light
-			// module never emits these.
+		case core.SetVIP:
+			r.setVIPs(ctx, true)
+		case core.UnsetVIP:
+			r.setVIPs(ctx, false)
+		case core.CheckWitness:
+			r.checkWitness(ctx)
+		case mirror.SendPeer:
+			r.sendPeer(a.Msg)
+		case mirror.StartReplication, mirror.StopReplication, mirror.StartResync:
+			r.replicationAction(a)
+		case core.SetBalancing, core.ClearBalancing:
+			// Farm load balancing lands with its issue.
 			r.events.add("log", "error", fmt.Sprintf("action %T is not supported by this agent yet", a))
 		default:
 			r.events.add("log", "error", fmt.Sprintf("unknown action %T", a))
@@ -251,20 +323,37 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 // report records a checker result as the resource checker.<name> and feeds
 // it to the machine.
 func (r *moduleRunner) report(ctx context.Context, name string, st core.CheckStatus, msg string) {
+	r.recordChecker(name, st, msg)
+	r.deliver(ctx, core.CheckerResult{At: time.Now(), Name: name, Status: st, Message: msg})
+}
+
+// recordChecker records a checker result as the resource checker.<name>,
+// and a change of status in the event log.
+func (r *moduleRunner) recordChecker(name string, st core.CheckStatus, msg string) {
 	key := "checker." + name
 	r.mu.Lock()
 	old := r.resources[key]
-	if old.Value != st.String() || old.Message != msg {
-		r.resources[key] = api.Resource{Value: st.String(), Message: msg, Since: time.Now().UTC()}
+	prev, suffix := splitSuspended(old.Value)
+	switch {
+	case prev != st.String():
+		r.resources[key] = api.Resource{Value: st.String() + suffix, Message: msg, Since: time.Now().UTC()}
+	case old.Message != msg:
+		old.Message = msg
+		r.resources[key] = old
 	}
 	r.mu.Unlock()
-	if old.Value != st.String() {
-		r.events.add("log", "info", fmt.Sprintf("checker %s: %s -> %s %s", name, old.Value, st, msg))
+	if prev != st.String() {
+		r.events.add("log", "info", fmt.Sprintf("checker %s: %s -> %s %s", name, prev, st, msg))
 	}
-	select {
-	case r.in <- core.CheckerResult{At: time.Now(), Name: name, Status: st, Message: msg}:
-	case <-ctx.Done():
+}
+
+// splitSuspended splits a checker resource value into the checker's status
+// and the " (suspended: ...)" the machine adds while it is suspended.
+func splitSuspended(v string) (status, suffix string) {
+	if i := strings.Index(v, " (suspended"); i >= 0 {
+		return v[:i], v[i:]
 	}
+	return v, ""
 }
 
 // command runs an admin command through the machine and returns its

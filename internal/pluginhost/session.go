@@ -23,6 +23,7 @@ import (
 	"github.com/halo-ha/halo/sdk/checker"
 	"github.com/halo-ha/halo/sdk/host"
 	"github.com/halo-ha/halo/sdk/schema"
+	"github.com/halo-ha/halo/sdk/vip"
 )
 
 // stopGrace is how long Close lets go-plugin's graceful shutdown run
@@ -40,6 +41,7 @@ type session struct {
 	base    *base.Client
 	checker *checker.Client // set for checker plugins
 	app     *app.Client     // set for app plugins
+	vip     *vip.Client     // set for vip plugins
 	// done is closed once the process has exited and been reaped.
 	done    <-chan struct{}
 	sockDir string
@@ -197,6 +199,8 @@ func (h *Host) connect(ctx context.Context, p *proc) (*session, error) {
 		s.checker, err = hp.Checker()
 	case base.KindApp:
 		s.app, err = hp.App()
+	case base.KindVIP:
+		s.vip, err = hp.VIP()
 	}
 	if err != nil {
 		return fail(fmt.Errorf("launch plugin %s: %w", p.name, err))

@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/core/mirror"
+	"github.com/halo-ha/halo/internal/heartbeat"
+)
+
+// errNoReplication is why a module with replicated directories cannot
+// resync in this build: the replication layer is not there yet, and
+// pretending a resync succeeded would let a SECOND believe stale files
+// are current.
+const errNoReplication = "file replication is not available in this build"
+
+// sendHeartbeat sends the machine's status to the peer on every heartbeat
+// network: every pulse, and at once when the status changed (onChange),
+// so that votes, handovers and state changes do not wait for the pulse.
+func (r *moduleRunner) sendHeartbeat(onChange bool) {
+	mi := r.mirror
+	st := mi.m.Heartbeat()
+	seq := st.Seq
+	st.Seq = 0
+	key, err := encodeStatus(st)
+	if err != nil {
+		r.logger.Error("heartbeat not sent", "error", err)
+		return
+	}
+	if onChange && bytes.Equal(key, mi.lastSent) {
+		return
+	}
+	mi.lastSent = key
+	st.Seq = seq
+	payload, err := encodeStatus(st)
+	if err != nil {
+		r.logger.Error("heartbeat not sent", "error", err)
+		return
+	}
+	// Failures are counted and logged (rate-limited) by the endpoint; a
+	// network that fails does not stop the others.
+	_ = mi.endpoint.Send(payload)
+}
+
+// refreshMirrorStatus copies the machine's view into the API's resources.
+func (r *moduleRunner) refreshMirrorStatus() {
+	mi := r.mirror
+	st := mi.m.Status()
+	links := mi.endpoint.Links()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, v := range st.Resources {
+		msg := ""
+		if strings.HasPrefix(k, "checker.") {
+			// The runner's entry is the checker's latest result (the
+			// machine may not have stepped it yet); the machine only adds
+			// whether the checker is suspended.
+			old := r.resources[k]
+			status, _ := splitSuspended(old.Value)
+			_, suffix := splitSuspended(v)
+			v, msg = status+suffix, old.Message
+		}
+		if net, ok := strings.CutPrefix(k, "heartbeat."); ok {
+			msg = linkText(links, net, v)
+		}
+		r.putResourceLocked(k, v, msg)
+	}
+	if st.State.Serving() {
+		r.putResourceLocked("basis", st.Basis.String(), "why this node serves")
+	} else {
+		delete(r.resources, "basis")
+	}
+}
+
+// linkText describes the peer's heartbeats on one network.
+func linkText(links []heartbeat.Link, network, value string) string {
+	for _, l := range links {
+		if l.Network != network {
+			continue
+		}
+		switch {
+		case l.LastSeen.IsZero():
+			return fmt.Sprintf("no heartbeat from %s yet (to %s)", l.Peer, l.Addr)
+		case value == "up" && l.RTT > 0:
+			return fmt.Sprintf("round trip %v", l.RTT.Round(10*time.Microsecond))
+		case value != "up":
+			return fmt.Sprintf("last heartbeat from %s at %s", l.Peer, l.LastSeen.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return ""
+}
+
+// checkWitness probes the split-brain witness (every splitbrain checker
+// of the module, at once, each within its timeout) off the event loop and
+// answers the machine with core.WitnessResult.
+func (r *moduleRunner) checkWitness(ctx context.Context) {
+	mi := r.mirror
+	if mi == nil || len(mi.witness) == 0 {
+		r.deferred = append(r.deferred, core.WitnessResult{At: time.Now(), Message: "no splitbrain checker in the module"})
+		return
+	}
+	if mi.witnessBusy {
+		return // the machine gets the running probe's answer
+	}
+	mi.witnessBusy = true
+	r.scripts.Add(1)
+	go func() {
+		defer r.scripts.Done()
+		results := make([]string, len(mi.witness))
+		up := make([]bool, len(mi.witness))
+		var wg sync.WaitGroup
+		for i, c := range mi.witness {
+			wg.Go(func() {
+				cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+				defer cancel()
+				st, msg := c.Runner.Check(cctx)
+				r.recordChecker(c.Name, st, msg)
+				up[i] = st == core.CheckUp
+				results[i] = fmt.Sprintf("%s %s", c.Name, st)
+				if msg != "" {
+					results[i] += ": " + msg
+				}
+			})
+		}
+		wg.Wait()
+		reachable := true
+		for _, ok := range up {
+			reachable = reachable && ok
+		}
+		r.deliver(ctx, witnessDone{core.WitnessResult{At: time.Now(), Reachable: reachable, Message: strings.Join(results, "; ")}})
+	}()
+}
+
+// witnessDone carries a witness probe's result through r.in, so the event
+// loop knows the probe ended before the machine sees its result.
+type witnessDone struct{ core.WitnessResult }
+
+// deliver hands an event to the event loop unless ctx ends first.
+func (r *moduleRunner) deliver(ctx context.Context, ev core.Event) {
+	select {
+	case r.in <- ev:
+	case <-ctx.Done():
+	}
+}
+
+// sendPeer queues a coordination message for the peer.
+func (r *moduleRunner) sendPeer(msg mirror.Message) {
+	mi := r.mirror
+	if mi == nil {
+		return
+	}
+	if mi.sender == nil {
+		r.events.add("log", "error", fmt.Sprintf("cannot send %s to %s: the control channel needs the cluster's TLS material (run halo cluster init)", msg.Kind, mi.peer))
+		return
+	}
+	mi.sender.enqueue(msg)
+}
+
+// replicationAction answers the machine's replication actions. File
+// replication comes with its own issue: a module without replicated
+// directories has nothing to copy, so its resyncs end at once; a module
+// with some is told the truth.
+func (r *moduleRunner) replicationAction(a core.Action) {
+	mi := r.mirror
+	if mi == nil {
+		return
+	}
+	switch a := a.(type) {
+	case mirror.StartReplication:
+		if mi.replicates {
+			r.events.add("log", "error", fmt.Sprintf("%s: cannot replicate as %s", errNoReplication, a.Role))
+			return
+		}
+		r.logger.Debug("replication role: no replicated directories, nothing to do", "role", a.Role)
+	case mirror.StopReplication:
+		r.logger.Debug("replication stop: no replicated directories, nothing to do")
+	case mirror.StartResync:
+		if mi.replicates {
+			r.events.add("log", "error", fmt.Sprintf("resync from %s cannot run: %s", a.Peer, errNoReplication))
+			r.deferred = append(r.deferred, mirror.ResyncFailed{At: time.Now(), ID: a.ID, Reason: errNoReplication})
+			return
+		}
+		r.events.add("log", "info", fmt.Sprintf("resync from %s: nothing to copy (module %s replicates no files)", a.Peer, r.mod.Name))
+		r.deferred = append(r.deferred, mirror.ResyncDone{At: time.Now(), ID: a.ID})
+	}
+}
