@@ -175,6 +175,12 @@ func TestKeepalivedTimers(t *testing.T) {
 	if KeepalivedDefault.MasterDown(150) >= KeepalivedDefault.MasterDown(100) {
 		t.Error("the higher priority must take over first")
 	}
+	if got, want := KeepalivedFast.String(), "fast: advert_int 0.1, VRRPv3, takeover after 0.34-0.36s"; got != want {
+		t.Errorf("KeepalivedFast.String() = %q, want %q", got, want)
+	}
+	if got, want := KeepalivedDefault.String(), "default: advert_int 1, VRRPv2, takeover after 3.41-3.61s"; got != want {
+		t.Errorf("KeepalivedDefault.String() = %q, want %q", got, want)
+	}
 	for _, bad := range []KeepalivedTimers{
 		{AdvertInt: 100 * time.Millisecond, Version: 2}, // v2 has no sub-second adverts
 		{AdvertInt: 105 * time.Millisecond, Version: 3}, // centiseconds only

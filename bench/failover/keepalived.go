@@ -31,11 +31,11 @@ type KeepalivedTimers struct {
 var (
 	// KeepalivedFast advertises every 100 ms, like halo's fast setting
 	// (pulse 100 ms, timeout 500 ms). VRRP's backup gives up on the master
-	// after 3 intervals plus a skew, about 0.36 s here: sooner than halo's
+	// after 3 intervals plus a skew, 0.34-0.36 s here: sooner than halo's
 	// 0.5 s timeout.
 	KeepalivedFast = KeepalivedTimers{Name: "fast", AdvertInt: 100 * time.Millisecond, Version: 3}
 	// KeepalivedDefault is keepalived's out-of-the-box setting (VRRPv2,
-	// advert_int 1): a backup takes over after about 3.6 s, where halo's
+	// advert_int 1): a backup takes over after 3.41-3.61 s, where halo's
 	// defaults (pulse 1 s, timeout 5 s) take 5 s.
 	KeepalivedDefault = KeepalivedTimers{Name: "default", AdvertInt: time.Second, Version: 2}
 )
@@ -51,9 +51,13 @@ func (t KeepalivedTimers) MasterDown(priority int) time.Duration {
 	return 3*t.AdvertInt + skew
 }
 
+// String describes the setting with the takeover delay of each node: the
+// skew makes the higher-priority one quicker.
 func (t KeepalivedTimers) String() string {
-	return fmt.Sprintf("%s: advert_int %s, VRRPv%d, takeover after %s",
-		t.Name, seconds(t.AdvertInt), t.Version, t.MasterDown(backupPriority).Round(10*time.Millisecond))
+	return fmt.Sprintf("%s: advert_int %s, VRRPv%d, takeover after %s-%ss",
+		t.Name, seconds(t.AdvertInt), t.Version,
+		seconds(t.MasterDown(primaryPriority).Round(10*time.Millisecond)),
+		seconds(t.MasterDown(backupPriority).Round(10*time.Millisecond)))
 }
 
 // seconds formats a duration as keepalived writes it: "0.1", "1".
