@@ -58,6 +58,11 @@ func newCluster(t *testing.T, spec bedSpec, opts mirrorbed.Options) *mirrorbed.C
 	if opts.Pulse == 0 {
 		opts.Pulse, opts.Timeout = testPulse, testTimeout
 	}
+	if opts.StopDelay == 0 {
+		// Long enough that a start_prim elsewhere that did not wait for
+		// stop_prim shows in the order logs.
+		opts.StopDelay = 300 * time.Millisecond
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
 	c, err := mirrorbed.Deploy(ctx, bed, opts)

@@ -70,7 +70,8 @@ type Options struct {
 	Witnesses []netip.Addr
 	// StopDelay makes stop_prim and stop_second take this long before
 	// stopping anything, so that a start on the other node that did not
-	// wait for the stop shows in the order logs; default 300ms.
+	// wait for the stop shows in the order logs; zero: no delay (failover
+	// measurements).
 	StopDelay time.Duration
 	// LogLevel of the agents; default "debug".
 	LogLevel string
@@ -102,9 +103,6 @@ func (o *Options) defaults(bed *testbed.Bed) {
 	}
 	if o.Port == 0 {
 		o.Port = 8080
-	}
-	if o.StopDelay == 0 {
-		o.StopDelay = 300 * time.Millisecond
 	}
 	if o.LogLevel == "" {
 		o.LogLevel = "debug"
