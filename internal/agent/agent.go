@@ -97,6 +97,9 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		}
 		r, err := a.newRunner(ctx, mod)
 		if err != nil {
+			for _, r := range a.runners {
+				r.discard()
+			}
 			return nil, fmt.Errorf("module %s: %w", mod.Name, err)
 		}
 		a.runners[mod.Name] = r
@@ -150,7 +153,7 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 		for _, v := range mod.VIPs {
 			vr, err := a.opts.Plugins.VIP(ctx, mod, a.resolveVIP(v))
 			if err != nil {
-				r.events.close()
+				r.discard()
 				return nil, fmt.Errorf("vip %s: %w", v.Address, err)
 			}
 			s := &vipSlot{cfg: v, runner: vr}
@@ -161,7 +164,7 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 	if ms.mirror != nil {
 		mi, err := a.newMirrorIO(mod, ms.mirror, r)
 		if err != nil {
-			r.events.close()
+			r.discard()
 			return nil, err
 		}
 		mi.witness = witness
@@ -202,7 +205,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	router := httpapi.NewRouter(a)
 	router.HandleFunc(PeerMessagePath, a.handlePeerMessage).Methods(http.MethodPost)
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: router, ReadHeaderTimeout: 10 * time.Second,
+		// Handshake failures (a client without a cluster certificate) are
+		// worth seeing, not on the agent's raw stderr.
+		ErrorLog: a.logger.Named("api").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}),
+	}
 	_ = os.Remove(a.opts.Socket) // a stale socket from a crashed agent
 	ln, err := net.Listen("unix", a.opts.Socket)
 	if err != nil {

@@ -16,18 +16,59 @@ import (
 	"github.com/halo-ha/halo/sdk/api"
 )
 
-// fakeApp records script runs and always succeeds.
+// fakeApp records script runs and always succeeds. With a log, it also
+// records when each run started and ended, across nodes.
 type fakeApp struct {
-	mu   sync.Mutex
-	runs []string
+	mu    sync.Mutex
+	runs  []string
+	node  string
+	log   *scriptLog
+	delay time.Duration // how long each run takes
 }
 
 func (f *fakeApp) Run(ctx context.Context, r ScriptRun, out func(string, string)) (core.ScriptOutcome, string) {
 	f.mu.Lock()
 	f.runs = append(f.runs, r.Script+" "+strings.Join(r.Args, " "))
 	f.mu.Unlock()
+	start := time.Now()
+	if f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return core.ScriptFailed, "cancelled"
+		}
+	}
+	if f.log != nil {
+		f.log.add(scriptRecord{node: f.node, script: r.Script, args: r.Args, start: start, end: time.Now()})
+	}
 	out("stdout", "hello from "+r.Script)
 	return core.ScriptOK, "exit 0"
+}
+
+// scriptLog is the script runs of several nodes, in order of their end.
+type scriptLog struct {
+	mu   sync.Mutex
+	runs []scriptRecord
+}
+
+type scriptRecord struct {
+	node, script string
+	args         []string
+	start, end   time.Time
+}
+
+func (l *scriptLog) add(r scriptRecord) { l.mu.Lock(); l.runs = append(l.runs, r); l.mu.Unlock() }
+
+// last returns the last run of script on node.
+func (l *scriptLog) last(node, script string) (scriptRecord, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.runs) - 1; i >= 0; i-- {
+		if r := l.runs[i]; r.node == node && r.script == script {
+			return r, true
+		}
+	}
+	return scriptRecord{}, false
 }
 
 func (f *fakeApp) count(script string) int {

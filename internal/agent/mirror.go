@@ -83,6 +83,9 @@ type heartbeatInbox struct {
 	mu     sync.Mutex
 	latest map[string]mirror.PeerStatus
 	order  []string // networks with a pending status, in arrival order
+	// cut drops what arrives on these networks, as if the link were
+	// down: tests cut one network of two agents on loopback with it.
+	cut map[string]bool
 
 	undecodable atomic.Uint64
 	lastWarn    atomic.Int64 // unix nanoseconds of the last warning
@@ -115,6 +118,10 @@ func (in *heartbeatInbox) receive(r heartbeat.Received) {
 		return
 	}
 	in.mu.Lock()
+	if in.cut[r.Network] {
+		in.mu.Unlock()
+		return
+	}
 	if _, pending := in.latest[r.Network]; !pending {
 		in.order = append(in.order, r.Network)
 	}

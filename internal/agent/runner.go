@@ -251,6 +251,15 @@ func (r *moduleRunner) apply(ctx context.Context, ev core.Event) error {
 	return refused
 }
 
+// discard releases what a runner that never ran holds: its event log and
+// heartbeat sockets.
+func (r *moduleRunner) discard() {
+	if r.mirror != nil {
+		_ = r.mirror.endpoint.Close()
+	}
+	_ = r.events.close()
+}
+
 func (r *moduleRunner) enter(a core.EnterState) {
 	r.mu.Lock()
 	prev := r.status.State + " " + r.status.Readiness
