@@ -134,6 +134,24 @@ func waitState(t *testing.T, n *mirrorbed.Node, state, readiness string) api.Mod
 	return m
 }
 
+// waitReason waits until the node's status is state with a reason that
+// contains want: what `halo status` shows the administrator.
+func waitReason(t *testing.T, n *mirrorbed.Node, state, want string) api.ModuleStatus {
+	t.Helper()
+	ctx := ctxFor(t, 5*time.Second)
+	for {
+		m, err := n.Status(ctx)
+		if err == nil && m.State == state && strings.Contains(m.Reason, want) {
+			return m
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: status %s %s reason %q (error %v), want %s with a reason containing %q", n.Name, m.State, m.Readiness, m.Reason, err, state, want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // waitRoles waits until node prim serves (PRIM/Ready) and node second is
 // its SECOND/Ready.
 func waitRoles(t *testing.T, prim, second *mirrorbed.Node) {

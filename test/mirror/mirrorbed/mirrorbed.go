@@ -263,13 +263,19 @@ const scriptHeader = `#!/bin/sh
 mark() { echo "$(date +%s.%N) $HALO_NODE $HALO_SCRIPT $*" >>"$ORDER_LOG"; }
 mark begin "$@"
 trap 'mark end "$@"' EXIT
+# ours PID: PID is this node's service, not a process that reused the PID
+# of one killed with its node (the pid file survives a simulated crash).
+ours() {
+	[ -n "$1" ] && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$(readlink -f "$SVC_BIN")" ] &&
+		[ "$(readlink "/proc/$1/ns/net" 2>/dev/null)" = "$(readlink /proc/$$/ns/net)" ]
+}
 `
 
 // start_prim starts the service in its own session (it outlives the
 // script) unless it already runs, and returns once it accepts connections.
 const startPrim = scriptHeader + `mkdir -p "$SVC_DIR"
 pid=$(cat "$SVC_DIR/pid" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+if ours "$pid"; then
 	echo "service already running (pid $pid)"
 else
 	HALO_MIRRORBED_SERVE=":$SVC_PORT" HALO_MIRRORBED_LABEL="$HALO_NODE" \
@@ -285,11 +291,11 @@ HALO_MIRRORBED_PROBE="127.0.0.1:$SVC_PORT" "$SVC_BIN" || { echo "service does no
 // be gone.
 const stopPrim = scriptHeader + `sleep "$STOP_DELAY"
 pid=$(cat "$SVC_DIR/pid" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+if ours "$pid"; then
 	kill "$pid"
 	i=0
-	while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-	kill -9 "$pid" 2>/dev/null
+	while ours "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+	ours "$pid" && kill -9 "$pid"
 	echo "service stopped (pid $pid)"
 else
 	echo "service not running"
@@ -692,6 +698,31 @@ func (n *Node) Health(ctx context.Context, port int) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// PowerOff makes the node vanish like a machine losing power: every
+// process stopped then killed, every link cut, and the VIP gone from its
+// interface (a rebooted kernel does not remember it). Restart brings it
+// back.
+func (n *Node) PowerOff() error {
+	if err := n.Host.Freeze(); err != nil {
+		return err
+	}
+	if err := n.Host.Kill9(); err != nil {
+		return err
+	}
+	if err := n.Host.CutAll(); err != nil {
+		return err
+	}
+	return n.dropVIP()
+}
+
+func (n *Node) dropVIP() error {
+	ok, err := n.HoldsVIP()
+	if err != nil || !ok {
+		return err
+	}
+	return n.Host.DelAddr(n.c.Opts.VIPNetwork, n.c.Opts.VIP)
+}
+
 // Restart brings a host whose processes were killed back like a reboot
 // would: links up and drops removed, the VIP it may still carry removed,
 // then the agent started again.
@@ -700,12 +731,8 @@ func (n *Node) Restart(ctx context.Context, dropVIP bool) error {
 		return err
 	}
 	if dropVIP {
-		if ok, err := n.HoldsVIP(); err != nil {
+		if err := n.dropVIP(); err != nil {
 			return err
-		} else if ok {
-			if err := n.Host.DelAddr(n.c.Opts.VIPNetwork, n.c.Opts.VIP); err != nil {
-				return err
-			}
 		}
 	}
 	return n.StartAgent(ctx)
