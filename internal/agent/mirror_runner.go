@@ -54,6 +54,10 @@ func (r *moduleRunner) refreshMirrorStatus() {
 	links := mi.endpoint.Links()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A WAIT's reason can change without a state change (the machine then
+	// logs it rather than announcing a state): the API shows the current
+	// one.
+	r.status.Reason = st.Reason
 	for k, v := range st.Resources {
 		msg := ""
 		if strings.HasPrefix(k, "checker.") {

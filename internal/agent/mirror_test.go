@@ -343,10 +343,14 @@ func (p *mirrorPair) setupPrimSecond() {
 func TestMirrorPairLifecycle(t *testing.T) {
 	p := newMirrorPair(t, "", false)
 	p.start("n1")
+	waitFor(t, "n1 WAIT for its peer", func() bool {
+		m := p.status("n1")
+		return m.State == "WAIT" && m.Readiness == "NotReady" && strings.Contains(m.Reason, "waiting for a heartbeat from n2")
+	})
 	p.start("n2")
 
 	// First start of a new module: both WAIT with the reason, seeing each
-	// other over heartbeats.
+	// other over heartbeats. n1's reason changes without a state change.
 	for _, n := range []string{"n1", "n2"} {
 		m := p.wait(n, "WAIT", "NotReady")
 		waitFor(t, n+" sees its peer", func() bool { return p.resource(n, "peer") == "WAIT/NotReady" })
