@@ -233,11 +233,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		go func() { errc <- srv.Serve(tls.NewListener(tl, a.opts.APITLS)) }()
 	}
-	health, err := a.serveHealth(errc)
-	if err != nil {
-		srv.Close()
-		return err
-	}
+	health := a.serveHealth(errc)
 
 	var wg sync.WaitGroup
 	for _, name := range a.names {

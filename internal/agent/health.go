@@ -41,18 +41,15 @@ func (a *Agent) healthPorts() []int {
 // serveHealth starts the cloud health endpoint: plain HTTP (load balancers
 // probe it without TLS), one server per health port on every HealthHosts
 // address, serving GET /health/<module> for the modules of that port and
-// nothing else. Each server reports its end on errc.
-func (a *Agent) serveHealth(errc chan<- error) ([]*http.Server, error) {
+// nothing else. Each server reports its end on errc. An address it cannot
+// listen on is an error in the log and in the event log of the modules it
+// serves, not a reason to stop the agent: the health endpoint only helps
+// cloud load balancers, and failover must go on without it.
+func (a *Agent) serveHealth(errc chan<- error) []*http.Server {
 	if len(a.opts.HealthHosts) == 0 {
-		return nil, nil
+		return nil
 	}
 	var servers []*http.Server
-	fail := func(err error) ([]*http.Server, error) {
-		for _, s := range servers {
-			s.Close()
-		}
-		return nil, err
-	}
 	for _, port := range a.healthPorts() {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /health/{module}", func(w http.ResponseWriter, req *http.Request) {
@@ -64,12 +61,18 @@ func (a *Agent) serveHealth(errc chan<- error) ([]*http.Server, error) {
 			addr := net.JoinHostPort(host, strconv.Itoa(port))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fail(fmt.Errorf("listen for health checks on %s: %w", addr, err))
+				a.logger.Error("health endpoint unavailable", "address", addr, "error", err)
+				for _, name := range a.names {
+					if r := a.runners[name]; r.mod.Health.Enabled && r.mod.Health.Port == port {
+						r.events.add("log", "error", fmt.Sprintf("health endpoint unavailable on %s: %v", addr, err))
+					}
+				}
+				continue
 			}
 			go func() { errc <- srv.Serve(ln) }()
 		}
 	}
-	return servers, nil
+	return servers
 }
 
 func (a *Agent) serveModuleHealth(w http.ResponseWriter, module string, port int) {

@@ -539,6 +539,19 @@ func TestMirrorOneNetworkLostAndWitness(t *testing.T) {
 			t.Fatalf("%s heartbeat.b = %q", n, v)
 		}
 	}
+	// In a steady state a status goes out once a pulse: the heartbeats
+	// sent at once on a change must not feed each other.
+	time.Sleep(3 * testPulse)
+	sent := func(n string) uint64 {
+		return p.nodes[n].agent.runners["db"].mirror.endpoint.Stats().Networks["default"].Sent
+	}
+	before1, before2 := sent("n1"), sent("n2")
+	time.Sleep(time.Second)
+	for n, d := range map[string]uint64{"n1": sent("n1") - before1, "n2": sent("n2") - before2} {
+		if want := uint64(time.Second / testPulse); d < want-2 || d > want+2 {
+			t.Errorf("%s sent %d heartbeats on default in 1s of steady state, want about %d", n, d, want)
+		}
+	}
 	cut := func(on bool) {
 		for _, n := range p.nodes {
 			in := n.agent.runners["db"].mirror.inbox
@@ -613,4 +626,41 @@ func TestMirrorReplicationNotAvailable(t *testing.T) {
 
 func testMessage(from string) mirror.Message {
 	return mirror.Message{From: from, Kind: mirror.MsgHandover, Status: mirror.PeerStatus{Node: from, State: core.Second, Readiness: core.Ready, Role: core.Second}}
+}
+
+// A health port already in use costs the health endpoint on that address,
+// not the agent: failover does not depend on it.
+func TestHealthPortInUse(t *testing.T) {
+	p := newMirrorPair(t, "", false)
+	l, err := net.Listen("tcp", net.JoinHostPort(nodeAddr["n2"], strconv.Itoa(p.healthPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p.start("n1")
+	p.start("n2")
+	p.waitEvent("n2", "health endpoint unavailable on "+l.Addr().String())
+	waitFor(t, "both see each other", func() bool {
+		return p.resource("n1", "peer") == "WAIT/NotReady" && p.resource("n2", "peer") == "WAIT/NotReady"
+	})
+	if code, h := p.health("n1"); code != http.StatusServiceUnavailable || h.Node != "n1" {
+		t.Fatalf("n1 health: %d %+v", code, h)
+	}
+	// Only GET /health/<module> is served.
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/modules", net.JoinHostPort(nodeAddr["n1"], strconv.Itoa(p.healthPort))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /v1/modules on the health port: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(fmt.Sprintf("http://%s/health/nosuch", net.JoinHostPort(nodeAddr["n1"], strconv.Itoa(p.healthPort))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /health/nosuch: %d", resp.StatusCode)
+	}
 }
