@@ -167,6 +167,10 @@ func (r *moduleRunner) run(ctx context.Context) {
 			r.step(ctx, core.Tick{Now: now})
 			r.retryVIPs(ctx, now)
 		case <-pulse:
+			// The machine sees the time before its status goes out: after
+			// this process was paused, it must notice the pause (and stop
+			// claiming what it claimed before) ahead of telling the peer.
+			r.step(ctx, core.Tick{Now: time.Now()})
 			r.sendHeartbeat(false)
 		case <-received:
 			for _, hb := range r.mirror.inbox.take() {
