@@ -79,6 +79,8 @@ type moduleRunner struct {
 	resources map[string]api.Resource
 	external  map[string]bool // checkers whose status was set through the API
 
+	// scripts counts the goroutines of script runs and witness probes,
+	// so that run returns only when they are done.
 	scripts sync.WaitGroup
 
 	// vips are the module's vip blocks (mirror and farm modules).
