@@ -60,9 +60,7 @@ type mirrorIO struct {
 	inbox    *heartbeatInbox
 	sender   *peerSender // nil without TLS material: messages cannot be sent
 	witness  []Checker   // splitbrain checkers, run on CheckWitness only
-	// replicates: the module has a replication block, which this build
-	// cannot serve.
-	replicates bool
+	repl     Replication
 	// lastSent is the last status sent, without its sequence number, so
 	// that a changed status goes out at once instead of at the next pulse.
 	lastSent []byte
@@ -161,7 +159,7 @@ func (a *Agent) newMirrorIO(mod *config.Module, m *mirror.Machine, r *moduleRunn
 	if self == nil || other == nil {
 		return nil, fmt.Errorf("nodes %s and %s must both be declared in %s", a.opts.Node, peer, c.File)
 	}
-	mi := &mirrorIO{m: m, peer: peer, pulse: mod.Heartbeat.Pulse, replicates: mod.Replication != nil}
+	mi := &mirrorIO{m: m, peer: peer, pulse: mod.Heartbeat.Pulse, repl: newReplication(r)}
 	mi.inbox = newHeartbeatInbox(peer, r.logger.Named("heartbeat"))
 	hcfg := heartbeat.Config{
 		Cluster: c.Name, Key: a.opts.ClusterKey, Node: a.opts.Node, Module: uint32(mod.ID),

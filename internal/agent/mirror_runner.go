@@ -13,12 +13,6 @@ import (
 	"github.com/halo-ha/halo/internal/heartbeat"
 )
 
-// errNoReplication is why a module with replicated directories cannot
-// resync in this build: the replication layer is not there yet, and
-// pretending a resync succeeded would let a SECOND believe stale files
-// are current.
-const errNoReplication = "file replication is not available in this build"
-
 // sendHeartbeat sends the machine's status to the peer on every heartbeat
 // network: every pulse, and at once when the status changed (onChange),
 // so that votes, handovers and state changes do not wait for the pulse.
@@ -105,7 +99,7 @@ func linkText(links []heartbeat.Link, network, value string) string {
 func (r *moduleRunner) checkWitness(ctx context.Context) {
 	mi := r.mirror
 	if mi == nil || len(mi.witness) == 0 {
-		r.deferred = append(r.deferred, core.WitnessResult{At: time.Now(), Message: "no splitbrain checker in the module"})
+		r.posted.post(core.WitnessResult{At: time.Now(), Message: "no splitbrain checker in the module"})
 		return
 	}
 	if mi.witnessBusy {
@@ -136,21 +130,13 @@ func (r *moduleRunner) checkWitness(ctx context.Context) {
 		for _, ok := range up {
 			reachable = reachable && ok
 		}
-		r.deliver(ctx, witnessDone{core.WitnessResult{At: time.Now(), Reachable: reachable, Message: strings.Join(results, "; ")}})
+		r.posted.post(witnessDone{core.WitnessResult{At: time.Now(), Reachable: reachable, Message: strings.Join(results, "; ")}})
 	}()
 }
 
-// witnessDone carries a witness probe's result through r.in, so the event
-// loop knows the probe ended before the machine sees its result.
+// witnessDone carries a witness probe's result, so the event loop knows
+// the probe ended before the machine sees its result.
 type witnessDone struct{ core.WitnessResult }
-
-// deliver hands an event to the event loop unless ctx ends first.
-func (r *moduleRunner) deliver(ctx context.Context, ev core.Event) {
-	select {
-	case r.in <- ev:
-	case <-ctx.Done():
-	}
-}
 
 // sendPeer queues a coordination message for the peer.
 func (r *moduleRunner) sendPeer(msg mirror.Message) {
@@ -163,33 +149,4 @@ func (r *moduleRunner) sendPeer(msg mirror.Message) {
 		return
 	}
 	mi.sender.enqueue(msg)
-}
-
-// replicationAction answers the machine's replication actions. File
-// replication comes with its own issue: a module without replicated
-// directories has nothing to copy, so its resyncs end at once; a module
-// with some is told the truth.
-func (r *moduleRunner) replicationAction(a core.Action) {
-	mi := r.mirror
-	if mi == nil {
-		return
-	}
-	switch a := a.(type) {
-	case mirror.StartReplication:
-		if mi.replicates {
-			r.events.add("log", "error", fmt.Sprintf("%s: cannot replicate as %s", errNoReplication, a.Role))
-			return
-		}
-		r.logger.Debug("replication role: no replicated directories, nothing to do", "role", a.Role)
-	case mirror.StopReplication:
-		r.logger.Debug("replication stop: no replicated directories, nothing to do")
-	case mirror.StartResync:
-		if mi.replicates {
-			r.events.add("log", "error", fmt.Sprintf("resync from %s cannot run: %s", a.Peer, errNoReplication))
-			r.deferred = append(r.deferred, mirror.ResyncFailed{At: time.Now(), ID: a.ID, Reason: errNoReplication})
-			return
-		}
-		r.events.add("log", "info", fmt.Sprintf("resync from %s: nothing to copy (module %s replicates no files)", a.Peer, r.mod.Name))
-		r.deferred = append(r.deferred, mirror.ResyncDone{At: time.Now(), ID: a.ID})
-	}
 }

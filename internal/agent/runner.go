@@ -87,10 +87,10 @@ type moduleRunner struct {
 	vips []*vipSlot
 	// mirror is set for a mirror module.
 	mirror *mirrorIO
-	// deferred holds events that answer an action at once (a resync with
-	// nothing to copy): they are stepped right after the current event,
-	// on the event loop, since the machine cannot be re-entered.
-	deferred []core.Event
+	// posted holds events that answer actions (a resync, a witness probe);
+	// they are stepped on the event loop, those posted during a step right
+	// after it.
+	posted *eventQueue
 }
 
 type commandReq struct {
@@ -108,6 +108,7 @@ func newModuleRunner(mod *config.Module, node string, m Machine, app AppRunner, 
 		mod: mod, node: node, logger: logger.Named(mod.Name), machine: m, app: app,
 		checkers: checkers, stateDir: stateDir, events: el, persist: persist,
 		in:        make(chan core.Event, 64),
+		posted:    newEventQueue(),
 		cmds:      make(chan commandReq),
 		resources: map[string]api.Resource{},
 		external:  map[string]bool{},
@@ -181,11 +182,10 @@ func (r *moduleRunner) run(ctx context.Context) {
 				// the socket buffers must not look fresher than the pause.
 				r.step(ctx, mirror.PeerHeartbeat{At: time.Now(), Network: hb.network, Peer: hb.status})
 			}
+		case <-r.posted.notify:
+			r.stepPosted(ctx)
+			r.afterStep()
 		case ev := <-r.in:
-			if wd, ok := ev.(witnessDone); ok {
-				r.mirror.witnessBusy = false
-				ev = wd.WitnessResult
-			}
 			r.step(ctx, ev)
 		case req := <-r.cmds:
 			req.reply <- r.step(ctx, req.cmd)
@@ -198,16 +198,31 @@ func (r *moduleRunner) run(ctx context.Context) {
 // command, if any.
 func (r *moduleRunner) step(ctx context.Context, ev core.Event) error {
 	refused := r.apply(ctx, ev)
-	for len(r.deferred) > 0 {
-		next := r.deferred[0]
-		r.deferred = r.deferred[1:]
-		r.apply(ctx, next)
+	r.stepPosted(ctx)
+	r.afterStep()
+	return refused
+}
+
+// stepPosted steps the posted events, including those their actions post.
+func (r *moduleRunner) stepPosted(ctx context.Context) {
+	for evs := r.posted.take(); len(evs) > 0; evs = r.posted.take() {
+		for _, ev := range evs {
+			if wd, ok := ev.(witnessDone); ok {
+				r.mirror.witnessBusy = false
+				ev = wd.WitnessResult
+			}
+			r.apply(ctx, ev)
+		}
 	}
+}
+
+// afterStep publishes what a step changed: a mirror's view for the API,
+// and its status to the peer when it changed.
+func (r *moduleRunner) afterStep() {
 	if r.mirror != nil {
 		r.refreshMirrorStatus()
 		r.sendHeartbeat(true)
 	}
-	return refused
 }
 
 func (r *moduleRunner) apply(ctx context.Context, ev core.Event) error {
@@ -245,8 +260,12 @@ func (r *moduleRunner) apply(ctx context.Context, ev core.Event) error {
 			r.checkWitness(ctx)
 		case mirror.SendPeer:
 			r.sendPeer(a.Msg)
-		case mirror.StartReplication, mirror.StopReplication, mirror.StartResync:
-			r.replicationAction(a)
+		case mirror.StartReplication:
+			r.mirror.repl.Start(a.Role, a.Peer)
+		case mirror.StopReplication:
+			r.mirror.repl.Stop()
+		case mirror.StartResync:
+			r.mirror.repl.Resync(a)
 		case core.SetBalancing, core.ClearBalancing:
 			// Farm load balancing lands with its issue.
 			r.events.add("log", "error", fmt.Sprintf("action %T is not supported by this agent yet", a))
@@ -340,6 +359,14 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 func (r *moduleRunner) report(ctx context.Context, name string, st core.CheckStatus, msg string) {
 	r.recordChecker(name, st, msg)
 	r.deliver(ctx, core.CheckerResult{At: time.Now(), Name: name, Status: st, Message: msg})
+}
+
+// deliver hands an event to the event loop unless ctx ends first.
+func (r *moduleRunner) deliver(ctx context.Context, ev core.Event) {
+	select {
+	case r.in <- ev:
+	case <-ctx.Done():
+	}
 }
 
 // recordChecker records a checker result as the resource checker.<name>,
