@@ -125,7 +125,16 @@ func run(ctx context.Context, bin string, pulse, timeout time.Duration) (err err
 		}
 	}
 	tell("A brand-new module: neither node can know its data is the good one, so both")
-	tell("WAIT for the administrator to choose. halo status on each node says why:")
+	tell("WAIT for the administrator to choose. Their event logs say why:")
+	for _, n := range c.Nodes() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		e, err := n.WaitEvent(wctx, 0, "data may not be up to date")
+		cancel()
+		if err != nil {
+			return err
+		}
+		tell("  %s: %s", n.Name, e.Text)
+	}
 	if err := showStatus(ctx, c); err != nil {
 		return err
 	}
