@@ -156,7 +156,12 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 				r.discard()
 				return nil, fmt.Errorf("vip %s: %w", v.Address, err)
 			}
-			s := &vipSlot{cfg: v, runner: vr}
+			s := &vipSlot{cfg: v, runner: vr, lateAfter: v.AnnounceInterval / 2}
+			if mod.Heartbeat != nil {
+				// Overdue by what the machine takes for a pause of this
+				// node: the peer may have taken the address meanwhile.
+				s.lateAfter = min(s.lateAfter, mod.Heartbeat.Timeout/2)
+			}
 			r.vips = append(r.vips, s)
 			r.resources[s.resourceName()] = api.Resource{Value: "unknown", Message: "not yet released or acquired", Since: time.Now().UTC()}
 		}

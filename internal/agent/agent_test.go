@@ -98,11 +98,12 @@ func (f *fakeChecker) Check(ctx context.Context) (core.CheckStatus, string) {
 
 // fakeVIP records whether its address is held, and can be told to fail.
 type fakeVIP struct {
-	mu       sync.Mutex
-	held     bool
-	fail     error
-	acquires int
-	releases int
+	mu        sync.Mutex
+	held      bool
+	fail      error
+	acquires  int
+	releases  int
+	announces int
 }
 
 func (f *fakeVIP) Acquire(context.Context) error {
@@ -124,6 +125,13 @@ func (f *fakeVIP) Release(context.Context, bool) error {
 	}
 	f.held = false
 	f.releases++
+	return nil
+}
+
+func (f *fakeVIP) Announce(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.announces++
 	return nil
 }
 

@@ -168,7 +168,7 @@ func (r *moduleRunner) run(ctx context.Context) {
 			return
 		case now := <-t.C:
 			r.step(ctx, core.Tick{Now: now})
-			r.retryVIPs(ctx, now)
+			r.maintainVIPs(ctx, time.Now())
 		case <-pulse:
 			// The machine sees the time before its status goes out: after
 			// this process was paused, it must notice the pause (and stop

@@ -22,10 +22,12 @@ const (
 )
 
 // VIPRunner holds one virtual address (one vip block) through its plugin.
-// Both calls are idempotent.
+// Acquire and Release are idempotent. Acquire announces the address once;
+// the agent repeats the announcement with Announce (see vipSlot).
 type VIPRunner interface {
 	Acquire(ctx context.Context) error
 	Release(ctx context.Context, resetConnections bool) error
+	Announce(ctx context.Context) error
 }
 
 // vipSlot is one vip block of a module and what the machine wants of it.
@@ -39,6 +41,18 @@ type vipSlot struct {
 	synced  bool
 	retryAt time.Time
 	lastErr string
+
+	// The agent repeats announcements itself, on the event loop after the
+	// machine saw the time, rather than leaving a schedule to the plugin:
+	// a node frozen past the heartbeat timeout (SIGSTOP, a paused VM)
+	// resumes with its plugin's timers overdue, and a late announcement
+	// would pull clients back from the peer that took over before the
+	// machine could step down. announceLeft repeats remain, the next due
+	// at nextAnnounce; one overdue by more than lateAfter is dropped with
+	// the rest.
+	announceLeft int
+	nextAnnounce time.Time
+	lateAfter    time.Duration
 }
 
 func (s *vipSlot) resourceName() string { return "vip." + s.cfg.Address.Addr().String() }
@@ -55,13 +69,36 @@ func (r *moduleRunner) setVIPs(ctx context.Context, want bool) {
 	}
 }
 
-// retryVIPs applies again what failed, once its retry time has come.
-func (r *moduleRunner) retryVIPs(ctx context.Context, now time.Time) {
+// maintainVIPs applies again what failed, once its retry time has come,
+// and repeats the announcements of held addresses. Call it after the
+// machine stepped the current time.
+func (r *moduleRunner) maintainVIPs(ctx context.Context, now time.Time) {
 	for _, s := range r.vips {
-		if !s.synced && !now.Before(s.retryAt) {
+		switch {
+		case !s.synced && !now.Before(s.retryAt):
 			r.applyVIP(ctx, s, false)
+		case s.want && s.synced && s.announceLeft > 0 && !now.Before(s.nextAnnounce):
+			r.announce(ctx, s, now)
 		}
 	}
+}
+
+func (r *moduleRunner) announce(ctx context.Context, s *vipSlot, now time.Time) {
+	if late := now.Sub(s.nextAnnounce); late > s.lateAfter {
+		r.logger.Warn("repeated VIP announcements dropped: this node did not run for a while (paused?); the address may have moved meanwhile",
+			"address", s.cfg.Address, "late", late.Round(time.Millisecond), "dropped", s.announceLeft)
+		s.announceLeft = 0
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, vipCallTimeout)
+	defer cancel()
+	if err := s.runner.Announce(cctx); err != nil && ctx.Err() == nil {
+		// The address is in place; a neighbour that misses the repeat
+		// learns it when its cache entry expires.
+		r.logger.Warn("VIP announcement failed", "address", s.cfg.Address, "error", err)
+	}
+	s.announceLeft--
+	s.nextAnnounce = s.nextAnnounce.Add(s.cfg.AnnounceInterval)
 }
 
 // releaseLeftoverVIPs releases every address when the runner starts: a
@@ -105,6 +142,10 @@ func (r *moduleRunner) applyVIP(ctx context.Context, s *vipSlot, atStart bool) {
 	}
 	retried := s.lastErr != ""
 	s.synced, s.lastErr = true, ""
+	s.announceLeft = 0
+	if s.want && s.cfg.AnnounceCount > 1 {
+		s.announceLeft, s.nextAnnounce = s.cfg.AnnounceCount-1, time.Now().Add(s.cfg.AnnounceInterval)
+	}
 	value, text := "held", fmt.Sprintf("VIP %s acquired", addr)
 	if !s.want {
 		value, text = "released", fmt.Sprintf("VIP %s released", addr)

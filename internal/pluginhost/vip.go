@@ -19,7 +19,8 @@ import (
 // "<module>/vip.<address>", configured with the plugin's own settings
 // from the block and halo's values of the attributes the plugin declares
 // among HostProvided (address, network, interface, announce_count,
-// announce_interval).
+// announce_interval). announce_count is at most 1: the agent repeats the
+// announcements itself.
 func (h *Host) VIP(ctx context.Context, mod *config.Module, v *config.VIP) (agent.VIPRunner, error) {
 	ctx, cancel := h.withStartTimeout(ctx)
 	defer cancel()
@@ -68,11 +69,15 @@ func vipValue(s *session, v *config.VIP) (cty.Value, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return cty.NilVal, diags
 	}
+	// The plugin announces once at Acquire; the agent repeats with Announce
+	// (agent.VIPRunner), so that a node resuming from a freeze does not
+	// announce an address its peer took meanwhile.
+	announceOnce := int64(min(v.AnnounceCount, 1))
 	provided := map[string]cty.Value{
 		"address":           cty.StringVal(v.Address.String()),
 		"network":           cty.StringVal(v.Network),
 		"interface":         cty.StringVal(v.Interface),
-		"announce_count":    cty.NumberIntVal(int64(v.AnnounceCount)),
+		"announce_count":    cty.NumberIntVal(announceOnce),
 		"announce_interval": cty.StringVal(v.AnnounceInterval.String()),
 	}
 	value, err := withHostValues(s.schema, base.KindVIP, own, provided)
@@ -95,8 +100,7 @@ type VIPRunner struct {
 
 var _ agent.VIPRunner = (*VIPRunner)(nil)
 
-// Acquire adds and announces the address (the plugin repeats the
-// announcement on its schedule).
+// Acquire adds the address and announces it once.
 func (r *VIPRunner) Acquire(ctx context.Context) error {
 	return r.call(ctx, "acquire", func(ctx context.Context, c *vip.Client) error {
 		return c.Acquire(ctx, r.in.id)
@@ -140,6 +144,13 @@ func (r *VIPRunner) call(ctx context.Context, what string, fn func(context.Conte
 		return fmt.Errorf("%s %s: %w", what, r.in.id, err)
 	}
 	return nil
+}
+
+// Announce announces the address once more.
+func (r *VIPRunner) Announce(ctx context.Context) error {
+	return r.call(ctx, "announce", func(ctx context.Context, c *vip.Client) error {
+		return c.Announce(ctx, r.in.id)
+	})
 }
 
 // Close forgets the instance, here and in the plugin (a vip block removed
