@@ -66,6 +66,8 @@ type mirrorIO struct {
 	lastSent []byte
 	// witnessBusy: a witness probe is running.
 	witnessBusy bool
+	// shown are the resources the machine reported at the last refresh.
+	shown map[string]string
 }
 
 // heartbeatInbox keeps the newest status received on each network until

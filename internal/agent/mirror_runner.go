@@ -69,10 +69,17 @@ func (r *moduleRunner) refreshMirrorStatus() {
 		r.putResourceLocked(k, v, msg)
 	}
 	if st.State.Serving() {
+		st.Resources["basis"] = st.Basis.String()
 		r.putResourceLocked("basis", st.Basis.String(), "why this node serves")
-	} else {
-		delete(r.resources, "basis")
 	}
+	// Resources the machine no longer reports (a resync that ended, a
+	// stall that cleared) go away.
+	for k := range mi.shown {
+		if _, ok := st.Resources[k]; !ok {
+			delete(r.resources, k)
+		}
+	}
+	mi.shown = st.Resources
 }
 
 // linkText describes the peer's heartbeats on one network.
