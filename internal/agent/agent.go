@@ -151,7 +151,8 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 	}
 	if mod.Kind == config.KindMirror || mod.Kind == config.KindFarm {
 		for _, v := range mod.VIPs {
-			vr, err := a.opts.Plugins.VIP(ctx, mod, a.resolveVIP(v))
+			v = a.resolveVIP(v)
+			vr, err := a.opts.Plugins.VIP(ctx, mod, v)
 			if err != nil {
 				r.discard()
 				return nil, fmt.Errorf("vip %s: %w", v.Address, err)
