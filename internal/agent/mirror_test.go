@@ -664,3 +664,17 @@ func TestHealthPortInUse(t *testing.T) {
 		t.Fatalf("GET /health/nosuch: %d", resp.StatusCode)
 	}
 }
+
+// Heartbeats are authenticated: a mirror module does not start without
+// the cluster key, and says what to do.
+func TestMirrorNeedsClusterKey(t *testing.T) {
+	p := newMirrorPair(t, "", false)
+	n := p.nodes["n1"]
+	_, err := New(context.Background(), Options{
+		Node: "n1", Cluster: n.cfg.Cluster, Modules: n.cfg.Modules, DataDir: n.data,
+		Plugins: &fakePlugins{app: &fakeApp{}, checkers: map[string]*fakeChecker{}}, Logger: hclog.NewNullLogger(),
+	})
+	if err == nil || !strings.Contains(err.Error(), "needs the cluster key") || !strings.Contains(err.Error(), "halo cluster init") {
+		t.Fatalf("New without the cluster key: %v", err)
+	}
+}
