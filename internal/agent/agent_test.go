@@ -137,6 +137,8 @@ func (f *fakeVIP) Announce(context.Context) error {
 
 func (f *fakeVIP) isHeld() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
 
+func (f *fakeVIP) released() int { f.mu.Lock(); defer f.mu.Unlock(); return f.releases }
+
 func (f *fakeVIP) setFail(err error) { f.mu.Lock(); f.fail = err; f.mu.Unlock() }
 
 type fakePlugins struct {

@@ -366,8 +366,8 @@ func TestMirrorPairLifecycle(t *testing.T) {
 		}
 	}
 	// Both agents released any leftover address at start.
-	if p.vip("n1").releases != 1 || p.vip("n2").releases != 1 {
-		t.Fatalf("leftover release at start: n1 %d, n2 %d", p.vip("n1").releases, p.vip("n2").releases)
+	if r1, r2 := p.vip("n1").released(), p.vip("n2").released(); r1 != 1 || r2 != 1 {
+		t.Fatalf("leftover release at start: n1 %d, n2 %d", r1, r2)
 	}
 
 	// The admin picks n1, whose VIP plugin fails: the failure is in the
