@@ -508,6 +508,9 @@ func TestStalePrimary(t *testing.T) {
 	})
 	waitState(t, n2, "ALONE", "Ready")
 	waitAnswer(t, p, "node2")
+	// From now on the client's ARP entry must point to node2 only: a
+	// stale announcement from node1 would send the client to it.
+	arp := c.WatchARP(2 * time.Millisecond)
 	// Frozen well past the timeout, as a VM paused by its hypervisor.
 	time.Sleep(2 * time.Second)
 	if err := n1.Host.Thaw(); err != nil {
@@ -519,6 +522,20 @@ func TestStalePrimary(t *testing.T) {
 	waitRoles(t, n2, n1)
 	time.Sleep(time.Second)
 	st := p.Stop()
+	changes, err := arp.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range st.Gaps[1:] {
+		t.Errorf("the client lost the VIP again for %v from %s, after node2 had taken over", g.Duration().Round(time.Millisecond), g.From.Format("15:04:05.000"))
+	}
+	for _, ch := range changes {
+		if ch.Owner != "node2" {
+			t.Errorf("after node2 took over, the client's ARP entry for the VIP pointed to %q at %s (thawed node1 announced the VIP?): %+v",
+				ch.Owner, ch.At.Format("15:04:05.000"), changes)
+			break
+		}
+	}
 	// Once node2 answered, node1 must never answer again.
 	firstNode2 := -1
 	for i, sp := range st.Spans {

@@ -737,3 +737,56 @@ func (n *Node) Restart(ctx context.Context, dropVIP bool) error {
 	}
 	return n.StartAgent(ctx)
 }
+
+// ARPChange is a change of the node the client's ARP entry for the VIP
+// points to ("" = no entry, or a MAC that is no node's).
+type ARPChange struct {
+	At    time.Time
+	Owner string
+}
+
+// ARPWatch samples the client's ARP entry for the VIP until stopped.
+type ARPWatch struct {
+	cancel  context.CancelFunc
+	done    chan struct{}
+	changes []ARPChange
+	err     error
+}
+
+// WatchARP samples the client's ARP entry for the VIP every interval and
+// records every change of owner: a stale gratuitous ARP that points the
+// client back at a node for a few milliseconds shows here even when no
+// request happened to be sent in that window.
+func (c *Cluster) WatchARP(interval time.Duration) *ARPWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &ARPWatch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		last := "\x00" // differs from every owner: the first sample is recorded
+		for {
+			owner, err := c.ARPOwner()
+			if err != nil {
+				w.err = err
+				return
+			}
+			if owner != last {
+				w.changes = append(w.changes, ARPChange{At: time.Now(), Owner: owner})
+				last = owner
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return w
+}
+
+// Stop ends the sampling and returns the changes seen, the first being the
+// entry at the start.
+func (w *ARPWatch) Stop() ([]ARPChange, error) {
+	w.cancel()
+	<-w.done
+	return w.changes, w.err
+}
