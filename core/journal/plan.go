@@ -22,13 +22,15 @@ import (
 //  2. Delete: remove, recursively, what the source does not hold at those
 //     paths (paths under a slot belong to a staged object).
 //  3. Unstage: rename each slot to its final path (shallowest first),
-//     creating missing parent directories.
+//     creating missing parent directories (replacing a non-directory in the
+//     way: the source holds a directory there).
 //  4. Items, independent of each other (run them in parallel): Update sends
 //     the changed byte ranges of an object the target holds, sets its size
 //     and times, and all its metadata when Meta; Whole makes the target's
 //     path identical to the source's, recursively (a file, a directory
-//     tree, or nothing when the source has none), leaving Except paths
-//     (filled by phase 3) alone.
+//     tree, or nothing when the source has none; what the target holds
+//     there is replaced entry by entry), leaving Except paths (moved there,
+//     or already there) alone. Items create missing parent directories.
 //  5. Dirs: set the times of these directories last, deepest first (every
 //     phase changes them).
 //
@@ -158,7 +160,7 @@ func NewPlan(source, target *ZoneMap, opt PlanOptions) (*Plan, error) {
 	if sd := target.lookup(opt.StagingDir); sd != nil {
 		p.slotsTaken = sd.kids
 	}
-	p.visit(visit{s: source.root, sBase: true, t: target.root, tBase: true})
+	p.visit(visit{s: source.root, sBase: true, t: target.root, tBase: true, stable: true})
 	p.finish()
 	return p.plan, nil
 }
@@ -193,6 +195,8 @@ type visit struct {
 	tEff  string
 	tBase bool
 	tGone bool
+	// stable: no ancestor of x moves or is deleted on the target
+	stable bool
 }
 
 func (p *planner) staging(path string) bool {
@@ -210,51 +214,43 @@ func (p *planner) visit(v visit) {
 		}
 		return
 	case !v.sBase:
-		if !v.tGone {
-			p.del(v.ph2, v.x)
-		}
-		p.whole(v.x, v.s)
+		p.whole(v.x, v.s, v.ph2, v.stable)
 		return
 	case v.tBase && v.tEff == v.sEff && !p.claimed[v.sEff]:
 		p.claimed[v.sEff] = true
 		p.update(v.x, v.s, v.t)
-		p.children(v.x, v.s, v.sEff, v.t, v.tPath, v.ph2)
+		p.children(v.x, v.s, v.sEff, v.t, v.tPath, v.ph2, v.stable)
+		return
+	}
+	pn, pPath, ok := p.locate(v.sEff)
+	if !ok || p.claimed[v.sEff] {
+		p.whole(v.x, v.s, v.ph2, v.stable)
 		return
 	}
 	if !v.tGone {
-		p.del(v.ph2, v.x)
+		p.del(v.ph2, v.x) // free the destination
 	}
-	p.moveIn(v.x, v.s, v.sEff, nil)
+	p.move(v.x, v.s, v.sEff, pn, pPath)
 }
 
-// moveIn brings base object eff to x from wherever the target holds it, or
-// sends it whole; item is the enclosing Whole item to except x from.
-func (p *planner) moveIn(x string, s *node, eff string, item *Item) {
-	pn, pPath, ok := p.locate(eff)
-	if !ok || p.claimed[eff] {
-		if item == nil {
-			p.whole(x, s)
-		} else {
-			p.treeWalk(s, x, item)
-		}
-		return
-	}
+// move brings base object eff from the target's pPath to x.
+func (p *planner) move(x string, s *node, eff string, pn *node, pPath string) {
 	p.claimed[eff] = true
 	slot := p.newSlot()
 	p.plan.Stage = append(p.plan.Stage, Move{From: pPath, To: slot})
 	p.stageSrc[pPath] = true
 	p.plan.Unstage = append(p.plan.Unstage, Move{From: slot, To: x})
 	p.changed(x)
-	if item != nil {
-		item.Except = append(item.Except, x)
-	}
 	p.update(x, s, pn)
-	p.children(x, s, eff, pn, pPath, slot)
+	// Below a moved object, target paths before the plan differ from the
+	// final ones: nothing there is stable.
+	p.children(x, s, eff, pn, pPath, slot, false)
 }
 
 // children visits the names either side says something about below a
-// paired object (same base object eff on both sides).
-func (p *planner) children(x string, s *node, eff string, t *node, tPath, ph2 string) {
+// paired object (same base object eff on both sides). stable: no ancestor
+// of x moves or is deleted on the target (its paths are final already).
+func (p *planner) children(x string, s *node, eff string, t *node, tPath, ph2 string, stable bool) {
 	var names []string
 	if s != nil {
 		for n := range s.kids {
@@ -270,7 +266,7 @@ func (p *planner) children(x string, s *node, eff string, t *node, tPath, ph2 st
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		v := visit{x: joinPath(x, name), tPath: joinPath(tPath, name), ph2: joinPath(ph2, name)}
+		v := visit{x: joinPath(x, name), tPath: joinPath(tPath, name), ph2: joinPath(ph2, name), stable: stable}
 		if s != nil {
 			v.s = s.kids[name]
 		}
@@ -338,21 +334,34 @@ func (p *planner) locate(o string) (*node, string, bool) {
 }
 
 // treeWalk looks below a path sent whole for base objects the source moved
-// there and the target holds: they are moved rather than sent.
-func (p *planner) treeWalk(s *node, x string, item *Item) {
+// there and the target holds: they are moved (or left in place) rather than
+// sent, and excepted from the item. xPh2 is where the target's x is during
+// phase 2.
+func (p *planner) treeWalk(s *node, x, xPh2 string, stable bool, item *Item) {
 	if s == nil {
 		return
 	}
 	for _, k := range s.sortedKids() {
-		kx := joinPath(x, k.name)
+		kx, kPh2 := joinPath(x, k.name), joinPath(xPh2, k.name)
 		if p.staging(kx) || k.is(flagGone) {
 			continue
 		}
 		if k.origin != nil && !k.is(flagNew) {
-			p.moveIn(kx, k, *k.origin, item)
-			continue
+			eff := *k.origin
+			if pn, pPath, ok := p.locate(eff); ok && !p.claimed[eff] {
+				item.Except = append(item.Except, kx)
+				if stable && pPath == kx {
+					p.claimed[eff] = true
+					p.update(kx, k, pn)
+					p.children(kx, k, eff, pn, pPath, kPh2, true)
+				} else {
+					p.del(kPh2, kx) // free the destination
+					p.move(kx, k, eff, pn, pPath)
+				}
+				continue
+			}
 		}
-		p.treeWalk(k, kx, item)
+		p.treeWalk(k, kx, kPh2, stable, item)
 	}
 }
 
@@ -384,14 +393,21 @@ func parentDir(x string) string {
 	return ""
 }
 
-func (p *planner) whole(x string, s *node) {
-	size, _ := p.opt.Stat(x)
+// whole sends x whole. The item replaces what the target holds there
+// (ph2 during phase 2) entry by entry, so nothing is deleted beforehand.
+func (p *planner) whole(x string, s *node, ph2 string, stable bool) {
+	size, exists := p.opt.Stat(x)
+	if !exists && s == nil {
+		// Nothing on the source, nothing moved below: just delete.
+		p.del(ph2, x)
+		return
+	}
 	p.plan.Items = append(p.plan.Items, Item{Path: x, Kind: ItemWhole, Size: size})
 	p.changed(x)
-	// Items may grow while walking; keep the index, not a pointer.
+	// Items grow while walking: fill a copy, store its exceptions after.
 	i := len(p.plan.Items) - 1
 	item := p.plan.Items[i]
-	p.treeWalk(s, x, &item)
+	p.treeWalk(s, x, ph2, stable, &item)
 	p.plan.Items[i].Except = item.Except
 }
 

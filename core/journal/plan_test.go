@@ -48,6 +48,18 @@ func TestResyncSimulation(t *testing.T) {
 		base := randomTree(rng)
 		src := newSimNode(t, "source", base)
 		tgt := newSimNode(t, "target", base)
+		if rng.IntN(2) == 0 {
+			// A shared history first: a primary and its secondary in sync
+			// journal the same operations.
+			opSeed := rng.Uint64()
+			srcRng, tgtRng := rand.New(rand.NewPCG(opSeed, 6)), rand.New(rand.NewPCG(opSeed, 6))
+			src.calm, tgt.calm = true, true
+			for range rng.IntN(30) {
+				src.randomOp(srcRng)
+				tgt.randomOp(tgtRng)
+			}
+			src.calm, tgt.calm = false, false
+		}
 		for range rng.IntN(40) {
 			src.randomOp(rng)
 		}
@@ -235,6 +247,63 @@ func TestPlanRangesExact(t *testing.T) {
 		}
 		if len(pl.Stage)+len(pl.Delete)+len(pl.Unstage) != 0 {
 			t.Fatalf("seed %d: structural steps without structural changes: %s", seed, dumpPlan(pl))
+		}
+	}
+}
+
+// TestPlanMinimal: when only the source changed, or both nodes performed
+// the same operations (a primary and its secondary in sync, both
+// journaling), the plan moves, deletes and sends whole nothing but what was
+// created or renamed, and resyncs the trees.
+func TestPlanMinimal(t *testing.T) {
+	for seed := range uint64(300) {
+		same := seed%2 == 1
+		rng := rand.New(rand.NewPCG(seed, 4))
+		base := randomTree(rng)
+		src := newSimNode(t, "source", base)
+		tgt := newSimNode(t, "target", base)
+		src.calm, tgt.calm = true, true
+		ops := 1 + rng.IntN(40)
+		opSeed := rng.Uint64()
+		srcRng := rand.New(rand.NewPCG(opSeed, 5))
+		tgtRng := rand.New(rand.NewPCG(opSeed, 5))
+		for range ops {
+			src.randomOp(srcRng)
+			if same {
+				tgt.randomOp(tgtRng)
+			}
+		}
+		if same {
+			if err := sameTrees(src, tgt); err != nil {
+				t.Fatalf("seed %d: identical operations gave different trees: %v", seed, err)
+			}
+		}
+		pl, err := NewPlan(src.m, tgt.m, PlanOptions{Stat: src.stat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range pl.Items {
+			if it.Kind == ItemWhole && src.m.describe(it.Path).fromBase {
+				t.Fatalf("seed %d: %q sent whole, but both sides hold its base object\n%s\n%s", seed, it.Path, src.history(), dumpPlan(pl))
+			}
+		}
+		renamed := 0
+		for _, e := range src.m.Entries() {
+			if e.Moved {
+				renamed++
+			}
+		}
+		if same && len(pl.Stage)+len(pl.Delete)+len(pl.Unstage) != 0 {
+			t.Fatalf("seed %d: both sides did the same; the plan still moves or deletes:\n%s", seed, dumpPlan(pl))
+		}
+		if !same && len(pl.Unstage) > renamed {
+			t.Fatalf("seed %d: %d moves for %d renamed objects:\n%s", seed, len(pl.Unstage), renamed, dumpPlan(pl))
+		}
+		if !tgt.applyPlan(src, pl, -1) {
+			t.Fatal("interrupted without a budget")
+		}
+		if err := sameTrees(src, tgt); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
 		}
 	}
 }

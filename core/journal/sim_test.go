@@ -78,6 +78,7 @@ type simNode struct {
 	// is interrupted (a crash in the middle of a resync).
 	budget int
 	trace  []string // operations performed, for failure messages
+	calm   bool     // randomOp neither crashes nor fails operations
 }
 
 func (n *simNode) tracef(format string, args ...any) {
@@ -552,6 +553,8 @@ func (n *simNode) randomOp(rng *rand.Rand) {
 			}
 			n.structural(Op{Kind: OpExchange, Path: a, To: b}, nil)
 			return
+		case k >= 88 && n.calm:
+			continue
 		case k < 92:
 			if a, ok := n.pick(rng, notRoot); ok {
 				n.failedOp(Op{Kind: OpRename, Path: a, To: "z/z"})
@@ -580,18 +583,23 @@ func (n *simNode) randomOp(rng *rand.Rand) {
 
 // ---- applying a plan on the target ----
 
-func (n *simNode) mkdirAll(p string) {
+// mkdirAll creates missing directories; replace allows replacing a file in
+// the way (phase 3 may), otherwise that is a plan bug.
+func (n *simNode) mkdirAll(p string, replace bool) {
 	if p == "" {
 		return
 	}
-	n.mkdirAll(parentOf(p))
+	n.mkdirAll(parentOf(p), replace)
 	f := n.fs[p]
+	if f != nil && !f.dir {
+		if !replace {
+			n.t.Fatalf("%s: %q must be a directory, is a file", n.name, p)
+		}
+		n.removeAll(p)
+		f = nil
+	}
 	if f == nil {
 		n.mkdir(p, 0o700)
-		return
-	}
-	if !f.dir {
-		n.t.Fatalf("%s: %q must be a directory, is a file", n.name, p)
 	}
 }
 
@@ -625,7 +633,7 @@ func (n *simNode) syncWhole(src *simNode, p string, except map[string]bool) {
 	}
 	if s.dir {
 		if t == nil {
-			n.mkdirAll(parentOf(p))
+			n.mkdirAll(parentOf(p), false)
 			n.mkdir(p, s.mode)
 		}
 		if n.fs[p].mode != s.mode {
@@ -646,7 +654,7 @@ func (n *simNode) syncWhole(src *simNode, p string, except map[string]bool) {
 		return
 	}
 	if t == nil {
-		n.mkdirAll(parentOf(p))
+		n.mkdirAll(parentOf(p), false)
 		n.createFile(p, s.mode)
 	}
 	n.truncate(p, 0)
@@ -688,14 +696,14 @@ func (n *simNode) applyPlan(src *simNode, pl *Plan, budget int) (done bool) {
 		}
 	}()
 	for _, mv := range pl.Stage {
-		n.mkdirAll(pl.StagingDir)
+		n.mkdirAll(pl.StagingDir, false)
 		n.rename(mv.From, mv.To)
 	}
 	for _, d := range pl.Delete {
 		n.removeAll(d)
 	}
 	for _, mv := range pl.Unstage {
-		n.mkdirAll(parentOf(mv.To))
+		n.mkdirAll(parentOf(mv.To), true)
 		n.rename(mv.From, mv.To)
 	}
 	for _, it := range pl.Items {
