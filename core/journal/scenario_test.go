@@ -100,18 +100,18 @@ func TestPlanScenarios(t *testing.T) {
 			// The target did the same move into a directory the source
 			// replaced: the object is at its final path on the target, but
 			// inside a directory that moves away. It must move too.
-			name: "same path, unstable region",
-			base: "Y/ P/ o:3000",
-			tgt:  "mkdir Y/x\nmv o Y/x/k",
-			src:  "mv Y Q\nmv P Y\nmkdir Y/x\nmv o Y/x/k",
+			name:  "same path, unstable region",
+			base:  "Y/ P/ o:3000",
+			tgt:   "mkdir Y/x\nmv o Y/x/k",
+			src:   "mv Y Q\nmv P Y\nmkdir Y/x\nmv o Y/x/k",
 			moves: 3, wholes: -1, bytes: -1,
 		},
 		{
 			// A base object moves into a new directory where the target
 			// still holds another file of that name.
-			name: "destination occupied inside a whole item",
-			base: "X/ X/k/ X/k/z:10 o/ o/f:100",
-			src:  "rm X\nmkdir X\nmv o X/k",
+			name:  "destination occupied inside a whole item",
+			base:  "X/ X/k/ X/k/z:10 o/ o/f:100",
+			src:   "rm X\nmkdir X\nmv o X/k",
 			moves: 1, wholes: 1, bytes: 0,
 		},
 		{name: "metadata only", base: "d/ d/f:10", src: "chmod d/f\nchmod d", moves: 0, bytes: 0},
