@@ -1,6 +1,8 @@
 // Package journal holds what halo knows about the replicated data of a
-// mirror module on one node: its data generation (this file) and, later, the
-// map of changed zones used by incremental resyncs.
+// mirror module on one node: its data generation (this file), the map of
+// what changed since both nodes last held the same tree (zonemap.go), the
+// crash-safe records that journal it (record.go), and the resync plans built
+// from two such maps or from two tree listings (plan.go, fullplan.go).
 //
 // # Data generations
 //

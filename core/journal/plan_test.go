@@ -43,7 +43,7 @@ func TestZoneMapModel(t *testing.T) {
 // and resumed (the target crashing too), until the trees are identical.
 func TestResyncSimulation(t *testing.T) {
 	moves, wholes, updates, resumes := 0, 0, 0, 0
-	for seed := range uint64(600) {
+	for seed := range uint64(1500) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		base := randomTree(rng)
 		src := newSimNode(t, "source", base)
