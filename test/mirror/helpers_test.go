@@ -8,9 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -256,10 +254,37 @@ func assertStates(t *testing.T, c *mirrorbed.Cluster, want map[string]string) {
 	}
 }
 
+// hasEvent reports whether the node logged an event after seq containing
+// every part.
+func hasEvent(t *testing.T, n *mirrorbed.Node, after uint64, parts ...string) (api.Event, bool) {
+	t.Helper()
+	evs, err := n.Client().Events(ctxFor(t, 5*time.Second), "web", after, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(e.Text, p)
+		}
+		if ok {
+			return e, true
+		}
+	}
+	return api.Event{}, false
+}
+
 // stateChanges returns the node's "state" events after seq.
 func stateChanges(t *testing.T, n *mirrorbed.Node, after uint64) []api.Event {
 	t.Helper()
-	evs, err := n.Client().Events(ctxFor(t, 5*time.Second), "web", after, 0)
+	return stateChangesWithin(t, n, after, 5*time.Second)
+}
+
+// stateChangesWithin is stateChanges with a bound on the API call (long
+// under load).
+func stateChangesWithin(t *testing.T, n *mirrorbed.Node, after uint64, d time.Duration) []api.Event {
+	t.Helper()
+	evs, err := n.Client().Events(ctxFor(t, d), "web", after, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,10 +360,6 @@ func waitAnswer(t *testing.T, p *testbed.Poller, node string) {
 
 func envIs(name string) bool { return os.Getenv(name) == "1" }
 
-func numCPU() int { return runtime.NumCPU() }
-
-func itoa(i int) string { return strconv.Itoa(i) }
-
 // stopLoad ends the busy loops (the bed would at its end; the checks after
 // the load should not run under it).
 func stopLoad(ps []*testbed.Process) {
@@ -356,4 +377,63 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// stallWatch records when this whole machine stopped running the test for
+// longer than a threshold: a virtual machine whose host deschedules it
+// stalls the agents, the client and the test at once. Such a stall is no
+// reason for a failover (the agents must see it as a pause, and do), but
+// the client's requests that straddle it fail through no fault of halo's.
+type stallWatch struct {
+	stop   chan struct{}
+	done   chan struct{}
+	stalls []testbed.Gap
+}
+
+func watchStalls(threshold time.Duration) *stallWatch {
+	w := &stallWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		last := time.Now()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			now := time.Now()
+			if now.Sub(last) > threshold {
+				w.stalls = append(w.stalls, testbed.Gap{From: last, To: now})
+			}
+			last = now
+		}
+	}()
+	return w
+}
+
+// Stop ends the watch and returns the stalls seen.
+func (w *stallWatch) Stop() []testbed.Gap {
+	close(w.stop)
+	<-w.done
+	return w.stalls
+}
+
+// unexcusedGaps returns the client's outages that no machine stall
+// explains: an outage is excused when a stall overlaps it, widened by
+// margin on both sides (a request sent just before a stall times out
+// during it).
+func unexcusedGaps(gaps, stalls []testbed.Gap, margin time.Duration) []testbed.Gap {
+	var out []testbed.Gap
+	for _, g := range gaps {
+		excused := false
+		for _, s := range stalls {
+			if g.From.Before(s.To.Add(margin)) && s.From.Add(-margin).Before(g.To) {
+				excused = true
+			}
+		}
+		if !excused {
+			out = append(out, g)
+		}
+	}
+	return out
 }

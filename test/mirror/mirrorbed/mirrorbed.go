@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -158,6 +159,7 @@ func Deploy(ctx context.Context, bed *testbed.Bed, opts Options) (*Cluster, erro
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("deploy mirror: %w", err)
 	}
+	// `halo cluster init` reads the cluster file; every node gets a copy.
 	if err := os.WriteFile(clusterFile, []byte(c.clusterHCL()), 0o644); err != nil {
 		return nil, fmt.Errorf("deploy mirror: write cluster file: %w", err)
 	}
@@ -167,7 +169,7 @@ func Deploy(ctx context.Context, bed *testbed.Bed, opts Options) (*Cluster, erro
 		return nil, fmt.Errorf("deploy mirror: halo cluster init: %w: %s", err, out)
 	}
 	for _, n := range c.nodes {
-		if err := n.layout(ctx, clusterFile, pki, self); err != nil {
+		if err := n.layout(ctx, c.clusterHCL(), pki, self); err != nil {
 			return nil, fmt.Errorf("deploy mirror on %s: %w", n.Name, err)
 		}
 	}
@@ -310,7 +312,7 @@ const stopSecond = scriptHeader + `sleep "$STOP_DELAY"
 echo "$HALO_SCRIPT $*"
 `
 
-func (n *Node) layout(ctx context.Context, clusterFile, pki, self string) error {
+func (n *Node) layout(ctx context.Context, clusterHCL, pki, self string) error {
 	modDir := filepath.Join(n.ConfigDir, "modules", n.c.Opts.Module)
 	for _, d := range []string{filepath.Join(modDir, "scripts"), n.DataDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -321,7 +323,7 @@ func (n *Node) layout(ctx context.Context, clusterFile, pki, self string) error 
 		path, body string
 		mode       os.FileMode
 	}{
-		{filepath.Join(n.ConfigDir, "cluster.hcl"), mustRead(clusterFile), 0o644},
+		{filepath.Join(n.ConfigDir, "cluster.hcl"), clusterHCL, 0o644},
 		{filepath.Join(modDir, "module.hcl"), n.c.moduleHCL(n, self), 0o644},
 		{filepath.Join(modDir, "scripts", "start_prim"), startPrim, 0o755},
 		{filepath.Join(modDir, "scripts", "stop_prim"), stopPrim, 0o755},
@@ -339,14 +341,6 @@ func (n *Node) layout(ctx context.Context, clusterFile, pki, self string) error 
 		return fmt.Errorf("install TLS material: %w: %s", err, out)
 	}
 	return nil
-}
-
-func mustRead(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		panic(err) // written a moment ago by Deploy
-	}
-	return string(b)
 }
 
 // Nodes returns both nodes, in Options.Nodes order.
@@ -610,14 +604,14 @@ func (c *Cluster) ServedBy(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
-	var body strings.Builder
-	if _, err := bufio.NewReader(resp.Body).WriteTo(&body); err != nil {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("GET %s: %s", c.Target(), resp.Status)
 	}
-	return strings.TrimSpace(body.String()), nil
+	return strings.TrimSpace(string(body)), nil
 }
 
 // WaitServedBy waits until the client gets n answers in a row from node
