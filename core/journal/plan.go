@@ -31,11 +31,16 @@ import (
 //     tree, or nothing when the source has none; what the target holds
 //     there is replaced entry by entry), leaving Except paths (moved there,
 //     or already there) alone. Items create missing parent directories.
-//  5. Dirs: set the times of these directories last, deepest first (every
-//     phase changes them).
+//  5. Dirs: set the times of these directories (those that exist) last,
+//     deepest first: every phase changes them. Then remove StagingDir
+//     recursively (an interrupted earlier resync may have left objects
+//     there that the source no longer needs).
 //
 // The target must journal every change it makes (its own map stays exact),
-// so a resync interrupted at any point is resumed by planning again.
+// so a resync interrupted at any point is resumed by planning again. The
+// plan reflects the source when it was made: what the application changes
+// meanwhile is replicated as usual, and an item reads the source when it
+// runs (a path gone by then is deleted on the target).
 
 // DefaultStagingDir is the default staging directory, relative to the
 // replicated directory; it must be excluded from replication.
@@ -43,9 +48,9 @@ const DefaultStagingDir = ".halo-resync"
 
 // PlanOptions are the inputs of NewPlan besides the maps.
 type PlanOptions struct {
-	// Stat returns the size of path on the source and whether it exists
-	// (for a directory, the size of its tree if known, else 0). Plans clip
-	// ranges and count bytes with it.
+	// Stat returns the size of path on the source ("" is the replicated
+	// directory) and whether it exists; for a directory, the size of its
+	// tree if known, else 0. Plans clip ranges and count bytes with it.
 	Stat func(path string) (size int64, exists bool)
 	// StagingDir (default DefaultStagingDir) holds phase 1's slots on the
 	// target. Neither side's entries under it are planned.
@@ -63,7 +68,8 @@ const (
 	// size and times, and all metadata when Meta.
 	ItemUpdate ItemKind = iota + 1
 	// ItemWhole: send the path whole and recursively (delete it on the
-	// target if the source has none), except the Except paths below it.
+	// target if the source has none), except the Except paths below it;
+	// directory times last.
 	ItemWhole
 )
 
@@ -87,7 +93,7 @@ type Item struct {
 	Ranges []ByteRange // ItemUpdate: merged, ascending, clipped to Size
 	Size   int64       // source size at planning time (see PlanOptions.Stat)
 	Meta   bool        // ItemUpdate: metadata changed
-	Except []string    // ItemWhole: paths below Path that phase 3 fills
+	Except []string    // ItemWhole: paths below Path to leave alone (moved there, or there already)
 }
 
 // Bytes is what the item sends (an estimate for Whole directories).

@@ -718,6 +718,8 @@ func (n *simNode) applyPlan(src *simNode, pl *Plan, budget int) (done bool) {
 		}
 	}
 	if sd := n.fs[pl.StagingDir]; sd != nil {
+		// The source does not change between attempts here: every staged
+		// object is needed and unstaged, nothing may be left.
 		if k := n.kids(pl.StagingDir); len(k) > 0 {
 			n.t.Fatalf("%s: staging left with %v", n.name, k)
 		}

@@ -32,15 +32,37 @@ import (
 //
 // # Mutations and the log
 //
-// Every change is a Record. The replication layer obtains it from a Mark
-// method (which applies it), appends Encode(record) to its on-disk journal,
-// and — for zones and metadata — waits until the record is durable before
-// touching the data. Replaying the log (Replay) rebuilds the same map.
-// Structural operations (create, delete, rename, exchange) use two records:
-// Begin returns an Intent logged before the operation, Finish a Done logged
-// after it; an operation still pending after a crash may or may not have
-// happened, so Replay marks every path it names New (sent whole), which is
-// always safe.
+// Every change is a Record. A Mark method applies it and returns it; the
+// caller appends Encode(record) to its on-disk journal. Structural
+// operations (create, delete, rename, exchange) take two records: Begin's
+// Intent before the operation, Finish's Done after it. ReplayLog rebuilds
+// the map from the journal after a restart; an operation found in flight
+// may or may not have happened, so every path it names becomes New (sent
+// whole, replaced on a target), which is always safe.
+//
+// # What the replication layer must do
+//
+//   - Each node journals changes to its own tree: the primary the
+//     application's, the secondary those it applies, a resync target those
+//     the resync makes. Its map then describes its tree exactly.
+//   - Mark zones and metadata, and wait until the record is durable, before
+//     changing the data. A nil record means an earlier record already
+//     covers the change: wait for that one's durability instead.
+//   - Log an Intent durably before a structural operation; log its Done
+//     after (no need to wait: a lost Done replays as in flight). Mark a
+//     file under the name the map has for it at that moment: the name
+//     table and the journal change under one lock.
+//   - After a restart: ReplayLog, truncate the file to LogInfo.Valid, append
+//     LogInfo.Resolve. If !LogInfo.Trusted(), the history is lost: full
+//     resync.
+//   - Checkpoint (both nodes, same generation) when both trees are
+//     identical: at the end of a resync, and periodically while in sync
+//     with no structural operation in flight (then mark again the zones of
+//     writes still in flight). Compaction rewrites the file as Snapshot.
+//   - Excluded paths are not journaled; a rename into the tree from an
+//     excluded path is a create, out of it a delete. A hard link is a
+//     create of the new name (sent whole unless the sender recognises the
+//     inode).
 
 // DefaultZoneSize is the journal zone size when the configuration sets none.
 const DefaultZoneSize = 64 << 10
@@ -688,16 +710,17 @@ func inheritedOrigin(p *node, name string) (string, bool) {
 	return joinPath(o, name), true
 }
 
-// place attaches n under p as name (replacing what was there) and gives it
-// the explicit origin eff when its position does not imply it.
-func (m *ZoneMap) place(n, p *node, name string, eff string, fromBase bool) {
+// place attaches n under p as name (replacing what was there) and, when it
+// derives from the base, gives it the explicit origin eff unless its
+// position implies it.
+func (m *ZoneMap) place(n, p *node, name string, eff string, derived bool) {
 	if p.kids == nil {
 		p.kids = map[string]*node{}
 	}
 	p.kids[name] = n
 	n.parent, n.name = p, name
 	n.origin = nil
-	if fromBase {
+	if derived {
 		if inh, ok := inheritedOrigin(p, name); !ok || inh != eff {
 			n.origin = &eff
 		}
