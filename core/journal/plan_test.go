@@ -19,6 +19,9 @@ func TestZoneMapModel(t *testing.T) {
 		for step := range 60 {
 			n.randomOp(rng)
 			n.checkModel(fmt.Sprintf("step %d", step))
+			if step%4 != 3 {
+				continue // replaying the whole log each step is quadratic
+			}
 			replayed, info, err := ReplayLog(n.log, simZone)
 			if err != nil || info.Damage != nil || info.Resolve != nil {
 				t.Fatalf("seed %d step %d: replay: %v %+v", seed, step, err, info)
@@ -43,7 +46,7 @@ func TestZoneMapModel(t *testing.T) {
 // and resumed (the target crashing too), until the trees are identical.
 func TestResyncSimulation(t *testing.T) {
 	moves, wholes, updates, resumes := 0, 0, 0, 0
-	for seed := range uint64(1500) {
+	for seed := range uint64(1000) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		base := randomTree(rng)
 		src := newSimNode(t, "source", base)
