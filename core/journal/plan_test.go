@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -78,6 +79,11 @@ func TestResyncSimulation(t *testing.T) {
 			}
 			if err := checkPlanShape(pl); err != nil {
 				t.Fatalf("seed %d attempt %d: %v\n%s", seed, attempt, err, dumpPlan(pl))
+			}
+			// Deterministic: the same maps (copies, walked in another map
+			// iteration order) give the same plan.
+			if again, _ := NewPlan(src.m.Clone(), tgt.m.Clone(), PlanOptions{Stat: src.stat}); !reflect.DeepEqual(again, pl) {
+				t.Fatalf("seed %d: two plans of the same maps differ:\n%s\n%s", seed, dumpPlan(pl), dumpPlan(again))
 			}
 			moves += len(pl.Unstage)
 			for _, it := range pl.Items {
