@@ -226,6 +226,13 @@ func ParseCommand(s string) (CommandKind, error) {
 	return 0, fmt.Errorf("unknown command %q", s)
 }
 
+// OriginShutdown is the Command.Origin of the stop the agent sends to every
+// module when it shuts down (SIGTERM): the application is stopped and the
+// VIP released, so a peer can take over without two nodes holding the VIP,
+// but the module is not marked stopped by an administrator: it starts
+// again when the agent does.
+const OriginShutdown = "shutdown"
+
 // ScriptOutcome is how a script run ended.
 type ScriptOutcome uint8
 

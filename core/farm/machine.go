@@ -504,7 +504,11 @@ func (m *Machine) onCommand(cmd core.Command) {
 		}
 	case core.CmdStop, core.CmdForceStop:
 		m.resetLoop()
-		m.p.Started = false
+		// An agent shutdown stops the application but keeps the module
+		// started: it resumes when the agent starts again.
+		if cmd.Origin != core.OriginShutdown {
+			m.p.Started = false
+		}
 		switch m.state {
 		case core.Stop:
 			m.log("info", admin+": already stopped")

@@ -60,7 +60,8 @@ func (m *Machine) onCommand(c core.Command) {
 			return
 		}
 		accept()
-		m.stopModule(cause, c.Kind.String(), c.Kind == core.CmdStop, false, c.Kind == core.CmdStopStart)
+		adminStop := c.Kind == core.CmdStop && origin != core.OriginShutdown
+		m.stopModule(cause, c.Kind.String(), adminStop, false, c.Kind == core.CmdStopStart)
 
 	case core.CmdForceStop:
 		if m.state == core.Stop && m.plan == nil {

@@ -69,6 +69,9 @@ type Options struct {
 	HealthHosts []string
 	Plugins     Plugins
 	Logger      hclog.Logger
+	// KeepModulesOnExit makes Run return without stopping the modules, as
+	// a crash would (tests use it to play a node's death).
+	KeepModulesOnExit bool
 }
 
 // Agent runs the modules of one node.
@@ -241,11 +244,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	health := a.serveHealth(errc)
 
+	// Modules outlive ctx: on shutdown they are stopped first (below), then
+	// their loops end.
+	runCtx, stopRunners := context.WithCancel(context.Background())
+	defer stopRunners()
 	var wg sync.WaitGroup
 	for _, name := range a.names {
 		r := a.runners[name]
 		wg.Add(1)
-		go func() { defer wg.Done(); r.run(ctx) }()
+		go func() { defer wg.Done(); r.run(runCtx) }()
 	}
 	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.names, "socket", a.opts.Socket)
 
@@ -254,6 +261,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	if !a.opts.KeepModulesOnExit {
+		a.stopModules()
+	}
+	stopRunners()
 	cancel()
 	wg.Wait()
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -266,6 +277,44 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("serve API: %w", serveErr)
 	}
 	return nil
+}
+
+// stopModules stops every running module before the agent exits: stop
+// scripts run and VIPs are released, so a mirror peer takes over at once
+// and never while this node still holds the VIP. The stop is not an
+// administrator's (core.OriginShutdown): modules start again with the agent.
+func (a *Agent) stopModules() {
+	var wg sync.WaitGroup
+	for _, name := range a.names {
+		r := a.runners[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Graceful stop, forced rerun, poststop: bounded by the module's
+			// stop timeout twice, plus slack for the VIP release.
+			budget := 2*r.mod.App.StopTimeout + 10*time.Second
+			ctx, cancel := context.WithTimeout(context.Background(), budget)
+			defer cancel()
+			if r.snapshot(false).State == core.Stop.String() {
+				return
+			}
+			err := r.command(ctx, core.Command{At: time.Now(), Kind: core.CmdStop, Origin: core.OriginShutdown})
+			if err != nil {
+				a.logger.Warn("module not stopped at shutdown", "module", name, "error", err)
+				return
+			}
+			for r.snapshot(false).State != core.Stop.String() {
+				select {
+				case <-ctx.Done():
+					a.logger.Error("module still running at shutdown", "module", name, "after", budget)
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			a.logger.Info("module stopped for shutdown", "module", name)
+		}()
+	}
+	wg.Wait()
 }
 
 func (a *Agent) runner(module string) (*moduleRunner, error) {

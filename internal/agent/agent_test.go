@@ -327,3 +327,53 @@ func texts(evs []api.Event) []string {
 	}
 	return out
 }
+
+// SIGTERM (the agent's context ending) stops the application first, without
+// marking the module stopped: the next agent start resumes it.
+func TestAgentShutdownStopsModules(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "modules", "svc", "scripts"), 0o755)
+	for _, sc := range []string{"start_both", "stop_both"} {
+		os.WriteFile(filepath.Join(dir, "modules", "svc", "scripts", sc), []byte("#!/bin/sh\n"), 0o755)
+	}
+	os.WriteFile(filepath.Join(dir, "cluster.hcl"), []byte(testCluster), 0o644)
+	os.WriteFile(filepath.Join(dir, "modules", "svc", "module.hcl"), []byte(testLight), 0o644)
+	cfg, diags := config.Load(config.Options{}, dir)
+	if diags.HasErrors() {
+		t.Fatalf("config: %v", diags)
+	}
+	data := filepath.Join(dir, "data")
+	run := func() (*fakePlugins, *api.Client, func()) {
+		fp := &fakePlugins{app: &fakeApp{}, checkers: map[string]*fakeChecker{}}
+		ctx, cancel := context.WithCancel(context.Background())
+		a, err := New(ctx, Options{Node: "n1", Version: "test", Cluster: cfg.Cluster, Modules: cfg.Modules,
+			DataDir: data, Plugins: fp, Logger: hclog.NewNullLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		c := api.NewUnixClient(filepath.Join(data, "halo.sock"))
+		waitFor(t, "API", func() bool { _, err := c.Version(ctx); return err == nil })
+		return fp, c, func() { cancel(); <-done }
+	}
+	fp, c, stop := run()
+	if _, err := c.Command(context.Background(), "svc", api.CommandRequest{Command: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitState(ctxT(t), "svc", "UP", "Ready"); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if fp.app.count("stop_both") != 1 {
+		t.Fatalf("shutdown ran stop_both %d times, want 1: %v", fp.app.count("stop_both"), fp.app.runs)
+	}
+	fp2, c2, stop2 := run()
+	defer stop2()
+	if _, err := c2.WaitState(ctxT(t), "svc", "UP", "Ready"); err != nil {
+		t.Fatalf("module did not resume after the agent restarted: %v", err)
+	}
+	if fp2.app.count("start_both") != 1 {
+		t.Fatalf("restart ran start_both %d times, want 1", fp2.app.count("start_both"))
+	}
+}

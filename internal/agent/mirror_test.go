@@ -218,6 +218,7 @@ func (p *mirrorPair) start(name string) *mirrorNode {
 		DataDir: n.data, APIAddrs: apiAddrs, APITLS: n.tls.ServerConfig(pki.RequireClientCert),
 		TLS: n.tls, ClusterKey: n.key, HealthHosts: []string{addr},
 		Plugins: n.plugins, Logger: hclog.NewNullLogger(),
+		KeepModulesOnExit: true, // kill plays a crash
 	})
 	if err != nil {
 		cancel()
