@@ -1,0 +1,265 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/halo-ha/halo/core/journal"
+)
+
+// Paths of a module's daemon under the agent's data directory.
+func SocketPath(dataDir, module string) string {
+	return filepath.Join(dataDir, module, "repl.sock")
+}
+
+// PIDPath is where the daemon writes its pid.
+func PIDPath(dataDir, module string) string { return filepath.Join(dataDir, module, "repl.pid") }
+
+// JournalPath is the module's journal file.
+func JournalPath(dataDir, module string) string {
+	return filepath.Join(dataDir, module, "journal.log")
+}
+
+// ProtocolVersion is the control protocol's version; Hello reports it and
+// an agent refuses a daemon of another version (it asks it to shut down
+// once no application depends on it).
+const ProtocolVersion = 1
+
+// Request ops.
+const (
+	OpHello     = "hello"
+	OpRole      = "role"
+	OpResync    = "resync"
+	OpStatus    = "status"
+	OpVerify    = "verify"
+	OpDiff      = "diff"
+	OpSubscribe = "subscribe"
+	OpShutdown  = "shutdown"
+)
+
+// Roles, as the control protocol spells them (mirror.ReplRole's String).
+const (
+	RoleNone   = "none"
+	RoleSource = "source"
+	RoleTarget = "target"
+)
+
+// Request is one control request.
+type Request struct {
+	Op string `json:"op"`
+	// Role and Peer: OpRole.
+	Role string `json:"role,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// Gen is the node's current data generation (OpRole, OpResync): new
+	// journal records carry it.
+	Gen uint64 `json:"gen,omitempty"`
+	// Resync: OpResync.
+	Resync *ResyncRequest `json:"resync,omitempty"`
+}
+
+// ResyncRequest mirrors mirror.StartResync.
+type ResyncRequest struct {
+	ID         uint64             `json:"id"`
+	Peer       string             `json:"peer"`
+	Full       bool               `json:"full,omitempty"`
+	Quarantine bool               `json:"quarantine,omitempty"`
+	Source     journal.Generation `json:"source"`
+	Since      uint64             `json:"since,omitempty"`
+}
+
+// Response answers a request.
+type Response struct {
+	Error  string        `json:"error,omitempty"`
+	Hello  *Hello        `json:"hello,omitempty"`
+	Status *Status       `json:"status,omitempty"`
+	Verify *VerifyReport `json:"verify,omitempty"`
+	Diff   *DiffReport   `json:"diff,omitempty"`
+}
+
+// Hello identifies a running daemon.
+type Hello struct {
+	Module   string    `json:"module"`
+	Node     string    `json:"node"`
+	PID      int       `json:"pid"`
+	Version  int       `json:"version"`
+	Started  time.Time `json:"started"`
+	Build    string    `json:"build,omitempty"`
+	DataDirs []string  `json:"dirs,omitempty"`
+}
+
+// Status is what `halo status -v` shows of replication.
+type Status struct {
+	Role string `json:"role"`
+	Peer string `json:"peer,omitempty"`
+	Mode string `json:"mode"`
+	// Link: "down", "connecting", "resync" (peer catching up), "in sync".
+	Link string `json:"link"`
+	// PeerInSync: writes wait for the peer (sync and durable modes).
+	PeerInSync bool `json:"peer_in_sync"`
+	// InFlight: operations sent and not yet acknowledged; Lag is the age
+	// of the oldest of them.
+	InFlight     int           `json:"in_flight"`
+	Lag          time.Duration `json:"lag"`
+	BytesPerSec  float64       `json:"bytes_per_sec"`
+	OpsSent      uint64        `json:"ops_sent"`
+	BytesSent    uint64        `json:"bytes_sent"`
+	StalledSince time.Time     `json:"stalled_since,omitzero"`
+	// Journal: size of the journal file and what its map holds.
+	JournalBytes int64         `json:"journal_bytes"`
+	Dirty        journal.Stats `json:"dirty"`
+	Trusted      bool          `json:"journal_trusted"`
+	Resync       *ResyncStatus `json:"resync,omitempty"`
+	// LastError is the latest problem worth showing (a refused mount, a
+	// peer that cannot be reached).
+	LastError string `json:"last_error,omitempty"`
+}
+
+// ResyncStatus is a running (or the last) resync on a target.
+type ResyncStatus struct {
+	ID          uint64        `json:"id"`
+	Full        bool          `json:"full"`
+	Done        int64         `json:"done"`
+	Total       int64         `json:"total"`
+	BytesPerSec float64       `json:"bytes_per_sec"`
+	ETA         time.Duration `json:"eta"`
+	Started     time.Time     `json:"started"`
+	Finished    time.Time     `json:"finished,omitzero"`
+	Error       string        `json:"error,omitempty"`
+	// Sent counts the bytes that crossed the network for this resync
+	// (payload and protocol), Changed the bytes of file data planned.
+	Sent       int64  `json:"sent"`
+	Quarantine string `json:"quarantine,omitempty"`
+}
+
+// VerifyReport lists the differences between both nodes' trees.
+type VerifyReport struct {
+	Local, Peer string
+	Files       int64    `json:"files"`
+	Bytes       int64    `json:"bytes"`
+	Differences []string `json:"differences"`
+	// Truncated: more differences than listed.
+	Truncated bool          `json:"truncated,omitempty"`
+	Took      time.Duration `json:"took"`
+}
+
+// DiffReport estimates what a resync would send now.
+type DiffReport struct {
+	Local, Peer string
+	Full        bool          `json:"full"`
+	Files       int64         `json:"files"`
+	Bytes       int64         `json:"bytes"`
+	Estimate    time.Duration `json:"estimate"`
+	Reason      string        `json:"reason,omitempty"`
+}
+
+// Event kinds.
+const (
+	EvInSync         = "in_sync"
+	EvStalled        = "stalled"
+	EvResyncProgress = "resync_progress"
+	EvResyncDone     = "resync_done"
+	EvResyncFailed   = "resync_failed"
+	// EvLog is an event-log line for the module (a mount refused, a
+	// quarantine written).
+	EvLog = "log"
+)
+
+// Event is what the daemon tells the agent.
+type Event struct {
+	Kind   string    `json:"kind"`
+	At     time.Time `json:"at"`
+	Since  time.Time `json:"since,omitzero"`
+	ID     uint64    `json:"id,omitempty"`
+	Done   int64     `json:"done,omitempty"`
+	Total  int64     `json:"total,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	Level  string    `json:"level,omitempty"`
+	Text   string    `json:"text,omitempty"`
+}
+
+// maxControlLine bounds one line of the control protocol.
+const maxControlLine = 4 << 20
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	Socket string
+}
+
+// Call sends one request on a new connection and returns the response;
+// a response carrying an error is returned as an error.
+func (c Client) Call(ctx context.Context, req Request) (Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return Response{}, fmt.Errorf("connect to replication daemon at %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return Response{}, fmt.Errorf("send %s to replication daemon: %w", req.Op, err)
+	}
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), maxControlLine)
+	if !sc.Scan() {
+		err := sc.Err()
+		if err == nil {
+			err = errors.New("connection closed")
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return Response{}, fmt.Errorf("read %s answer from replication daemon: %w", req.Op, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(sc.Bytes(), &resp); err != nil {
+		return Response{}, fmt.Errorf("decode %s answer from replication daemon: %w", req.Op, err)
+	}
+	if resp.Error != "" {
+		return resp, &RemoteError{Op: req.Op, Msg: resp.Error}
+	}
+	return resp, nil
+}
+
+// RemoteError is a request the daemon refused or failed.
+type RemoteError struct{ Op, Msg string }
+
+func (e *RemoteError) Error() string { return e.Op + ": " + e.Msg }
+
+// Subscribe streams the daemon's events to fn until ctx ends or the
+// connection breaks (the daemon died); it returns why it stopped.
+func (c Client) Subscribe(ctx context.Context, fn func(Event)) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return fmt.Errorf("connect to replication daemon at %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(Request{Op: OpSubscribe}); err != nil {
+		return fmt.Errorf("subscribe to replication daemon: %w", err)
+	}
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), maxControlLine)
+	for sc.Scan() {
+		var ev Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("decode replication daemon event: %w", err)
+		}
+		fn(ev)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read replication daemon events: %w", err)
+	}
+	return errors.New("replication daemon closed the event stream")
+}

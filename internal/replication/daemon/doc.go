@@ -1,0 +1,56 @@
+// Package daemon is halo's replication process: one per mirror module
+// with replicated directories (`halo replicate --module M`), started and
+// supervised by the agent but independent of it, so that an agent restart
+// never interrupts the applications' writes.
+//
+// # Process
+//
+// The agent starts the daemon in its own session (setsid): a signal to the
+// agent's process group or the agent's death does not reach it. The daemon
+// serves a control socket at <data>/<module>/repl.sock and writes its pid
+// to <data>/<module>/repl.pid. An agent that starts finds a running daemon
+// by connecting to the socket (Hello names the module and the daemon's
+// pid), and starts a new one only when nothing answers. A daemon whose
+// module is gone from the configuration, or that is asked to Shutdown,
+// unmounts and exits.
+//
+// # Roles
+//
+// The agent forwards the mirror machine's replication actions:
+//
+//   - source: the daemon mounts the capture filesystem over every
+//     replicated directory (after checking must_exist), journals every
+//     change in <data>/<module>/journal.log before it reaches the disk,
+//     and streams the changes to the peer's daemon over mutual TLS on the
+//     module's replication network and port. A write waits for the peer
+//     only while the peer is in sync (its resync finished and the stream
+//     has not broken since); if the peer does not acknowledge for
+//     stall_timeout the daemon reports Stalled and keeps the writes
+//     blocked until the agent decides (role none: the writes complete,
+//     their zones stay journaled for the next resync).
+//   - target: the daemon mounts the replicated directories read-only for
+//     applications and applies what the source sends to the directories
+//     underneath (opened before mounting), journaling what it applies.
+//     Resync requests bring the tree to the source's state (incremental
+//     from both journals since their common generation, or full by block
+//     hashes), quarantining divergent files first when asked.
+//   - none: no peer. Mounts stay as they are (a source goes on
+//     journaling; nothing is unmounted under a running application).
+//
+// # Control protocol
+//
+// JSON over the Unix socket, one Request per line answered by one Response
+// per line. A Subscribe request turns the connection into a stream of
+// Event lines (ReplInSync, ReplStalled, ResyncProgress, ResyncDone,
+// ResyncFailed) that the agent posts to the mirror machine. Events are not
+// kept for an absent agent: an agent that starts again re-sends the role
+// and resync the machine wants, and a running resync with the same
+// parameters is adopted under the new resync ID.
+//
+// # Peer protocol
+//
+// Each daemon listens on its node's address of the replication network,
+// at the module's replication port, whatever its role; TLS ALPN names what
+// a connection carries: the replication stream (ALPNStream), a resync
+// session (ALPNResync) or a verification scan (ALPNScan).
+package daemon
