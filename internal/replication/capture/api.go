@@ -1,0 +1,107 @@
+// Package capture is the FUSE filesystem that halo mounts over a replicated
+// directory on the primary. It serves the real directory underneath (opened
+// before the mount hides it) and turns every modifying operation into an
+// op.Op: journaled before the data changes, applied locally, then handed to
+// a Sink that returns when the peer acknowledged it.
+//
+// # The path of one modifying operation
+//
+//  1. Journal.Mark(o): durable before anything changes. An error fails the
+//     operation with EIO and nothing is written.
+//  2. The operation is applied to the underlying tree.
+//  3. Sink.Submit(o) (Sink.Sync for fsync, fdatasync and writes on O_SYNC or
+//     O_DSYNC handles, after the local fsync). A nil result means the peer
+//     acknowledged per the module's mode, or that the module continues alone
+//     (degraded): the application is told success either way. An error
+//     fails the operation with EIO although it is already applied locally
+//     and journaled.
+//  4. Journal.Done(ticket, applied).
+//
+// Operations on excluded paths are applied locally and skip steps 1, 3, 4.
+//
+// # Order
+//
+// The sequence of Submit/Sync calls is a valid history of the tree: one
+// file's operations are submitted one at a time in the order they were
+// applied locally, and an operation that changes the namespace (rename,
+// unlink, rmdir) runs alone: no operation that names a path is between its
+// Mark and its Submit's return meanwhile. Operations on different files that
+// do not change the namespace run concurrently: a Sink may be called from
+// several goroutines and may order such concurrent calls as it likes, but
+// it must not reorder calls that did not overlap in time. Journal.Mark calls
+// follow the same order, so the journal's name table changes in the order
+// the tree does.
+//
+// # Data lifetime
+//
+// o.Data belongs to the FUSE request buffer: it is valid only until Mark,
+// Submit or Sync returns. A Sink that keeps an op past its return (async
+// mode) must copy Data.
+package capture
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/halo-ha/halo/internal/replication/op"
+)
+
+// Sink receives the operations to replicate. The wire sender implements it.
+type Sink interface {
+	// Submit sends o and returns when the peer acknowledged it as the
+	// module's mode requires (sync: applied on the peer), or at once with
+	// nil when the module runs alone. An error means the operation cannot
+	// be promised to the application (it gets EIO).
+	Submit(ctx context.Context, o op.Op) error
+	// Sync is Submit for an operation that must be durable on the peer
+	// when it returns: an op.Fsync (after the local fsync), or an op.Write
+	// made through an O_SYNC or O_DSYNC handle.
+	Sync(ctx context.Context, o op.Op) error
+}
+
+// Ticket identifies a marked operation to Journal.Done; 0 means there is
+// nothing to finish (a write to zones already dirty, say).
+type Ticket uint64
+
+// Journal records changes durably before they reach the disk. The daemon
+// implements it over core/journal.
+type Journal interface {
+	// Mark records that o is about to change the tree (zones dirty for a
+	// Write, Truncate or Fallocate; an intent for a structural operation;
+	// metadata for the others) and returns when the record is durable.
+	// o.Path (and o.Target for Rename and Link) are the names the tree has
+	// at that moment. A failed Mark fails the operation with EIO before
+	// anything is written.
+	Mark(o op.Op) (Ticket, error)
+	// Done is called once for every successful Mark, after the local
+	// apply and (when it applied) Submit or Sync returned, whatever their
+	// result. applied tells whether the local tree changed. Done does not
+	// mean the peer has the change: only the Sink knows that (an async or
+	// lone module's zones stay dirty until the peer catches up).
+	Done(t Ticket, applied bool)
+}
+
+// Options configure Mount.
+type Options struct {
+	// Dir is the replicated directory, absolute. The filesystem is
+	// mounted over it and serves what it held before.
+	Dir string
+	// DirIndex is Dir's index in the module's replication block (op.Op.Dir).
+	DirIndex uint16
+	// Sink and Journal are required unless ReadOnly.
+	Sink    Sink
+	Journal Journal
+	// Excludes are path.Match globs relative to Dir. A path is excluded
+	// when it or one of its parent directories matches: it is served but
+	// neither journaled nor replicated.
+	Excludes []string
+	// ReadOnly serves the directory unmodifiable (the secondary): every
+	// modifying operation fails with EROFS, and nothing is cached so the
+	// applications see what replication writes underneath.
+	ReadOnly bool
+	// Logger receives warnings (nil: discard).
+	Logger hclog.Logger
+	// Debug logs every FUSE request (very verbose).
+	Debug bool
+}
