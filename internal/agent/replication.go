@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 // which never blocks and may be called from any goroutine, the event loop
 // included.
 //
-// File replication is its own issue: this build has an implementation for
-// modules that replicate nothing, and one that says replication is not
-// available. newReplication is where the real one plugs in.
+// Modules with replicated directories are served by a replication daemon
+// per module (daemonReplication); modules that replicate nothing need no
+// daemon, and a build without the halo executable (the agent's own
+// tests) says replication is not available.
 type Replication interface {
 	// Start takes a role (source or target) towards peer.
 	Start(role mirror.ReplRole, peer string)
@@ -40,7 +42,12 @@ const errNoReplication = "file replication is not available in this build"
 // newReplication returns the replication layer of a mirror module.
 func newReplication(r *moduleRunner) Replication {
 	if r.mod.Replication != nil {
-		return unavailableReplication{r.events, r.posted.post}
+		if DaemonExecutable == "" {
+			return unavailableReplication{r.events, r.posted.post}
+		}
+		// The module file is <config>/modules/<name>/module.hcl: the
+		// daemon loads the same configuration directory.
+		return newDaemonReplication(r, filepath.Dir(r.stateDir), filepath.Dir(filepath.Dir(r.mod.Dir)))
 	}
 	return filelessReplication{r.mod.Name, r.events, r.logger, r.posted.post}
 }
