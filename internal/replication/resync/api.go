@@ -77,19 +77,19 @@ type Tree struct {
 type DiffKind uint8
 
 const (
-	DiffMissing   DiffKind = iota + 1 // on the source only
-	DiffExtra                         // on the target only
-	DiffKindOf                        // file, directory, symlink or other
-	DiffContent                       // hashes differ
-	DiffSize                          // sizes differ
-	DiffMode                          // permission bits
-	DiffOwner                         // uid or gid
-	DiffMtime                         // modification time
-	DiffAtime                         // access time (CompareOptions.Atime)
-	DiffXattrs                        // extended attributes
-	DiffLinkTarget                    // symlink content
-	DiffDevice                        // device numbers
-	DiffHardlinks                     // hard-link structure
+	DiffMissing    DiffKind = iota + 1 // on the source only
+	DiffExtra                          // on the target only
+	DiffKindOf                         // file, directory, symlink or other
+	DiffContent                        // hashes differ
+	DiffSize                           // sizes differ
+	DiffMode                           // permission bits
+	DiffOwner                          // uid or gid
+	DiffMtime                          // modification time
+	DiffAtime                          // access time (CompareOptions.Atime)
+	DiffXattrs                         // extended attributes
+	DiffLinkTarget                     // symlink content
+	DiffDevice                         // device numbers
+	DiffHardlinks                      // hard-link structure
 )
 
 // Difference is one difference between two trees.
