@@ -15,7 +15,7 @@ import (
 
 	"github.com/halo-ha/halo/core"
 	"github.com/halo-ha/halo/core/mirror"
-	"github.com/halo-ha/halo/internal/replication/daemon"
+	"github.com/halo-ha/halo/internal/replication/daemon/ctl"
 )
 
 // DaemonExecutable is the halo binary that runs replication daemons
@@ -39,7 +39,7 @@ const (
 	daemonRestartBackoff = 2 * time.Second
 )
 
-// daemonReplication drives a module's replication daemon. The event loop
+// daemonReplication drives a module's replication ctl. The event loop
 // only records what the machine wants (role, resync) and wakes the
 // supervisor goroutine, which starts or reattaches to the daemon, sends
 // it the wanted state, relays its events to the machine, and restarts it
@@ -52,7 +52,7 @@ type daemonReplication struct {
 	dataDir string
 	cfgDir  string
 	exe     string
-	ctl     daemon.Client
+	ctl     ctl.Client
 	events  *eventLog
 	logger  hclog.Logger
 	post    func(core.Event)
@@ -71,7 +71,7 @@ type daemonWant struct {
 	role   string
 	peer   string
 	gen    uint64
-	resync *daemon.ResyncRequest
+	resync *ctl.ResyncRequest
 }
 
 func newDaemonReplication(r *moduleRunner, dataDir, cfgDir string) *daemonReplication {
@@ -84,10 +84,10 @@ func newDaemonReplication(r *moduleRunner, dataDir, cfgDir string) *daemonReplic
 	}
 	d := &daemonReplication{
 		r: r, module: r.mod.Name, node: r.node, dataDir: dataDir, cfgDir: cfgDir, exe: DaemonExecutable,
-		ctl:    daemon.Client{Socket: daemon.SocketPath(dataDir, r.mod.Name)},
+		ctl:    ctl.Client{Socket: ctl.SocketPath(dataDir, r.mod.Name)},
 		events: r.events, logger: r.logger.Named("replication"), post: r.posted.post,
 		kick: make(chan struct{}, 1),
-		want: daemonWant{role: daemon.RoleNone},
+		want: daemonWant{role: ctl.RoleNone},
 	}
 	go d.supervise(context.Background())
 	return d
@@ -121,7 +121,7 @@ func (d *daemonReplication) Start(role mirror.ReplRole, peer string) {
 // Stop implements Replication.
 func (d *daemonReplication) Stop() {
 	d.mu.Lock()
-	d.want.role, d.want.resync, d.want.gen = daemon.RoleNone, nil, d.currentGen()
+	d.want.role, d.want.resync, d.want.gen = ctl.RoleNone, nil, d.currentGen()
 	d.mu.Unlock()
 	d.wake()
 }
@@ -129,7 +129,7 @@ func (d *daemonReplication) Stop() {
 // Resync implements Replication.
 func (d *daemonReplication) Resync(a mirror.StartResync) {
 	d.mu.Lock()
-	d.want.resync = &daemon.ResyncRequest{
+	d.want.resync = &ctl.ResyncRequest{
 		ID: a.ID, Peer: a.Peer, Full: a.Full, Quarantine: a.Quarantine,
 		Source: a.Source.Clone(), Since: a.Since,
 	}
@@ -162,7 +162,7 @@ func (d *daemonReplication) supervise(ctx context.Context) {
 }
 
 // attach finds the running daemon or starts one.
-func (d *daemonReplication) attach(ctx context.Context, lastStart *time.Time) (*daemon.Hello, error) {
+func (d *daemonReplication) attach(ctx context.Context, lastStart *time.Time) (*ctl.Hello, error) {
 	if h, err := d.hello(ctx); err == nil {
 		d.logger.Info("reattached to running replication daemon", "pid", h.PID, "since", h.Started)
 		return h, nil
@@ -227,10 +227,10 @@ func (d *daemonReplication) startDaemon() (int, error) {
 	return pid, nil
 }
 
-func (d *daemonReplication) hello(ctx context.Context) (*daemon.Hello, error) {
+func (d *daemonReplication) hello(ctx context.Context) (*ctl.Hello, error) {
 	ctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
 	defer cancel()
-	resp, err := d.ctl.Call(ctx, daemon.Request{Op: daemon.OpHello})
+	resp, err := d.ctl.Call(ctx, ctl.Request{Op: ctl.OpHello})
 	if err != nil {
 		return nil, err
 	}
@@ -238,15 +238,15 @@ func (d *daemonReplication) hello(ctx context.Context) (*daemon.Hello, error) {
 	if h == nil || h.Module != d.module || h.Node != d.node {
 		return nil, fmt.Errorf("%s answers for another module or node (%+v)", d.ctl.Socket, h)
 	}
-	if h.Version != daemon.ProtocolVersion {
-		return nil, fmt.Errorf("daemon pid %d speaks control protocol %d, this agent %d", h.PID, h.Version, daemon.ProtocolVersion)
+	if h.Version != ctl.ProtocolVersion {
+		return nil, fmt.Errorf("daemon pid %d speaks control protocol %d, this agent %d", h.PID, h.Version, ctl.ProtocolVersion)
 	}
 	return h, nil
 }
 
 // serve relays the daemon's events and keeps it told what the machine
 // wants, until the daemon goes away.
-func (d *daemonReplication) serve(ctx context.Context, h *daemon.Hello) {
+func (d *daemonReplication) serve(ctx context.Context, h *ctl.Hello) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.mu.Lock()
@@ -283,7 +283,7 @@ func (d *daemonReplication) push(ctx context.Context) {
 	d.mu.Unlock()
 	if want.role != sent.role || want.peer != sent.peer || want.gen != sent.gen {
 		cctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
-		_, err := d.ctl.Call(cctx, daemon.Request{Op: daemon.OpRole, Role: want.role, Peer: want.peer, Gen: want.gen})
+		_, err := d.ctl.Call(cctx, ctl.Request{Op: ctl.OpRole, Role: want.role, Peer: want.peer, Gen: want.gen})
 		cancel()
 		if err != nil {
 			d.logger.Warn("replication role not taken", "role", want.role, "error", err)
@@ -295,10 +295,10 @@ func (d *daemonReplication) push(ctx context.Context) {
 	}
 	if want.resync != nil && (sent.resync == nil || sent.resync.ID != want.resync.ID) {
 		cctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
-		_, err := d.ctl.Call(cctx, daemon.Request{Op: daemon.OpResync, Gen: want.gen, Resync: want.resync})
+		_, err := d.ctl.Call(cctx, ctl.Request{Op: ctl.OpResync, Gen: want.gen, Resync: want.resync})
 		cancel()
 		if err != nil {
-			var re *daemon.RemoteError
+			var re *ctl.RemoteError
 			if errors.As(err, &re) {
 				// Refused outright: the machine retries after ResyncFailed.
 				d.mu.Lock()
@@ -331,21 +331,21 @@ func (d *daemonReplication) failResync(reason string) {
 	}
 }
 
-func (d *daemonReplication) onEvent(ev daemon.Event) {
+func (d *daemonReplication) onEvent(ev ctl.Event) {
 	switch ev.Kind {
-	case daemon.EvInSync:
+	case ctl.EvInSync:
 		d.post(mirror.ReplInSync{At: ev.At})
-	case daemon.EvStalled:
+	case ctl.EvStalled:
 		d.post(mirror.ReplStalled{At: ev.At, Since: ev.Since})
-	case daemon.EvResyncProgress:
+	case ctl.EvResyncProgress:
 		d.post(mirror.ResyncProgress{At: ev.At, ID: ev.ID, Done: ev.Done, Total: ev.Total})
-	case daemon.EvResyncDone:
+	case ctl.EvResyncDone:
 		d.clearResync(ev.ID)
 		d.post(mirror.ResyncDone{At: ev.At, ID: ev.ID})
-	case daemon.EvResyncFailed:
+	case ctl.EvResyncFailed:
 		d.clearResync(ev.ID)
 		d.post(mirror.ResyncFailed{At: ev.At, ID: ev.ID, Reason: ev.Reason})
-	case daemon.EvLog:
+	case ctl.EvLog:
 		lvl := ev.Level
 		if lvl == "" {
 			lvl = "info"
@@ -368,7 +368,7 @@ func (d *daemonReplication) clearResync(id uint64) {
 func (d *daemonReplication) refreshStatus(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
 	defer cancel()
-	resp, err := d.ctl.Call(ctx, daemon.Request{Op: daemon.OpStatus})
+	resp, err := d.ctl.Call(ctx, ctl.Request{Op: ctl.OpStatus})
 	if err != nil || resp.Status == nil {
 		d.putResources(map[string][2]string{"replication.link": {"unknown", fmt.Sprintf("daemon does not answer: %v", err)}})
 		return
@@ -377,7 +377,7 @@ func (d *daemonReplication) refreshStatus(ctx context.Context) {
 }
 
 // statusResources turns a daemon status into resources: value and message.
-func statusResources(s *daemon.Status) map[string][2]string {
+func statusResources(s *ctl.Status) map[string][2]string {
 	res := map[string][2]string{
 		"replication.mode":     {s.Mode, ""},
 		"replication.link":     {s.Link, s.LastError},

@@ -51,6 +51,7 @@
 //
 // Each daemon listens on its node's address of the replication network,
 // at the module's replication port, whatever its role; TLS ALPN names what
-// a connection carries: the replication stream (ALPNStream), a resync
-// session (ALPNResync) or a verification scan (ALPNScan).
+// a connection carries: the replication stream (ALPNStream) or a connection
+// of a resync session (ALPNResync: resyncs, and the read-only sessions of
+// `halo verify` and `halo diff`).
 package daemon

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"github.com/halo-ha/halo/internal/replication/daemon/ctl"
 	"io"
 	"os"
 	"path/filepath"
@@ -57,7 +58,7 @@ var ErrJournalBroken = errors.New("journal broken")
 // the module's replication block).
 func JournalFile(dataDir, module string, dir int) string {
 	if dir == 0 {
-		return JournalPath(dataDir, module)
+		return ctl.JournalPath(dataDir, module)
 	}
 	return filepath.Join(dataDir, module, fmt.Sprintf("journal.%d.log", dir))
 }
@@ -256,6 +257,13 @@ func (j *Journal) SetGeneration(gen uint64) {
 	j.mu.Lock()
 	j.m.SetGeneration(gen)
 	j.mu.Unlock()
+}
+
+// ZoneSize is the map's zone size.
+func (j *Journal) ZoneSize() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.m.ZoneSize()
 }
 
 // Snapshot returns a copy of the map (for a resync plan or a diff).

@@ -1,4 +1,9 @@
-package daemon
+// Package ctl is the replication daemon's control protocol: the requests
+// the agent and the CLI send on the daemon's Unix socket, the status and
+// reports it answers, and the events it streams back (see package daemon
+// for the process design). It is its own package so that the agent and
+// the CLI do not link the daemon's FUSE and resync code.
+package ctl
 
 import (
 	"bufio"
@@ -183,8 +188,8 @@ type Event struct {
 	Text   string    `json:"text,omitempty"`
 }
 
-// maxControlLine bounds one line of the control protocol.
-const maxControlLine = 4 << 20
+// MaxLine bounds one line of the control protocol.
+const MaxLine = 4 << 20
 
 // Client talks to a daemon's control socket.
 type Client struct {
@@ -206,7 +211,7 @@ func (c Client) Call(ctx context.Context, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("send %s to replication daemon: %w", req.Op, err)
 	}
 	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), maxControlLine)
+	sc.Buffer(make([]byte, 64<<10), MaxLine)
 	if !sc.Scan() {
 		err := sc.Err()
 		if err == nil {
@@ -247,7 +252,7 @@ func (c Client) Subscribe(ctx context.Context, fn func(Event)) error {
 		return fmt.Errorf("subscribe to replication daemon: %w", err)
 	}
 	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), maxControlLine)
+	sc.Buffer(make([]byte, 64<<10), MaxLine)
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
