@@ -200,7 +200,8 @@ func mountTest(t testing.TB, opts Options, prepare func(dir string)) *mounted {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	m := &mounted{dir: dir, under: fmt.Sprintf("/proc/self/fd/%d", fd)}
+	// "/." makes walks follow the magic link.
+	m := &mounted{dir: dir, under: fmt.Sprintf("/proc/self/fd/%d/.", fd)}
 	m.rec = newRecorder(m.under)
 	opts.Dir = dir
 	if opts.Sink == nil && !opts.ReadOnly {
@@ -363,7 +364,7 @@ func applyOp(dir string, o op.Op) error {
 // treeOpts says what a tree description leaves out.
 type treeOpts struct {
 	mtimes  bool     // compare modification times of non-directories
-	exclude []string // top-level names left out
+	exclude *Matcher // paths left out
 }
 
 // describe lists everything a replica must reproduce of the tree at dir,
@@ -380,7 +381,7 @@ func describe(t testing.TB, dir string, o treeOpts) []string {
 		if rel == "." {
 			return nil
 		}
-		if slices.Contains(o.exclude, strings.SplitN(rel, "/", 2)[0]) {
+		if o.exclude.Excluded(rel) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
