@@ -1,0 +1,324 @@
+// Package replication tests halo's file replication end to end: two real
+// agents in network namespaces (test/mirror/mirrorbed on test/testbed),
+// each running its module's replication daemon (FUSE capture on the
+// primary, read-only mount and applier on the secondary), a workload
+// writer that logs every fsync acknowledged to it, and faults: kill -9 of
+// a whole node, SIGSTOP of a daemon, cut links.
+package replication
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/halo-ha/halo/sdk/api"
+	"github.com/halo-ha/halo/test/harness"
+	"github.com/halo-ha/halo/test/mirror/mirrorbed"
+	"github.com/halo-ha/halo/test/testbed"
+)
+
+const (
+	testPulse   = 100 * time.Millisecond
+	testTimeout = 500 * time.Millisecond
+	// stallTimeout is the module's stall_timeout.
+	stallTimeout = 2 * time.Second
+	waitLong     = 60 * time.Second
+	module       = "web"
+)
+
+type replCluster struct {
+	*mirrorbed.Cluster
+	t    *testing.T
+	dirs map[string]string // node -> replicated directory
+	acks map[string]string // node -> directory for acknowledgement logs
+}
+
+type clusterOpts struct {
+	mode       string // default sync
+	extra      string // more HCL in the replication block
+	splitBrain string // split_brain_winner
+}
+
+// newReplCluster deploys the mirror module with one replicated directory
+// per node (each node its own path: both run on this machine) and starts
+// both agents.
+func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
+	t.Helper()
+	testbed.RequireRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no FUSE on this machine: %v", err)
+	}
+	bed, _ := testbed.New(t, testbed.Options{Hosts: []string{"node1", "node2", "client"}, Networks: []string{"default", "replication"}})
+	opts := mirrorbed.Options{
+		Bin: harness.Bin(t), Module: module, Pulse: testPulse, Timeout: testTimeout,
+		SplitBrainWinner: o.splitBrain,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	c, err := mirrorbed.Deploy(ctx, bed, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &replCluster{Cluster: c, t: t, dirs: map[string]string{}, acks: map[string]string{}}
+	mode := o.mode
+	if mode == "" {
+		mode = "sync"
+	}
+	for _, n := range c.Nodes() {
+		dir := filepath.Join(c.Dir, n.Name, "repl")
+		acks := filepath.Join(c.Dir, n.Name, "acks")
+		for _, d := range []string{dir, acks} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rc.dirs[n.Name], rc.acks[n.Name] = dir, acks
+		block := fmt.Sprintf(`  replication {
+    mode          = %q
+    stall_timeout = %q
+%s    dir %q {
+      exclude = ["*.tmp"]
+    }
+  }
+`, mode, stallTimeout, o.extra, dir)
+		modFile := filepath.Join(n.ConfigDir, "modules", module, "module.hcl")
+		b, err := os.ReadFile(modFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.TrimRight(string(b), "\n")
+		if !strings.HasSuffix(s, "}") {
+			t.Fatalf("%s does not end with the module's closing brace", modFile)
+		}
+		s = s[:len(s)-1] + block + "}\n"
+		if err := os.WriteFile(modFile, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Registered after the bed's cleanup, so it runs first: the logs are
+	// still there.
+	t.Cleanup(func() {
+		if t.Failed() {
+			rc.dumpLogs()
+		}
+	})
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+func (rc *replCluster) node(name string) *mirrorbed.Node { return rc.Node(name) }
+
+// dumpLogs prints both nodes' event logs and the tail of their daemons'
+// logs.
+func (rc *replCluster) dumpLogs() {
+	t := rc.t
+	for _, n := range rc.Nodes() {
+		path := filepath.Join(n.DataDir, module, "events.jsonl")
+		if f, err := os.Open(path); err == nil {
+			var b strings.Builder
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var e api.Event
+				if json.Unmarshal(sc.Bytes(), &e) == nil {
+					fmt.Fprintf(&b, "  %s %-7s %-5s %s\n", e.Time.Local().Format("15:04:05.000"), e.Kind, e.Level, e.Text)
+				}
+			}
+			f.Close()
+			t.Logf("%s: event log:\n%s", n.Name, b.String())
+		}
+		if b, err := os.ReadFile(filepath.Join(n.DataDir, module, "repl.log")); err == nil {
+			lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+			if len(lines) > 60 {
+				lines = lines[len(lines)-60:]
+			}
+			t.Logf("%s: replication daemon log (tail):\n  %s", n.Name, strings.Join(lines, "\n  "))
+		}
+	}
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func waitState(t *testing.T, n *mirrorbed.Node, state, readiness string) api.ModuleStatus {
+	t.Helper()
+	m, err := n.WaitState(ctxFor(t, waitLong), state, readiness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func waitRoles(t *testing.T, prim, second *mirrorbed.Node) {
+	t.Helper()
+	waitState(t, second, "SECOND", "Ready")
+	waitState(t, prim, "PRIM", "Ready")
+}
+
+func waitEvent(t *testing.T, n *mirrorbed.Node, after uint64, parts ...string) api.Event {
+	t.Helper()
+	e, err := n.WaitEvent(ctxFor(t, waitLong), after, parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func lastSeq(t *testing.T, n *mirrorbed.Node) uint64 {
+	t.Helper()
+	s, err := n.LastSeq(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// firstStart: both WAIT, halo prim on node1, node2 resyncs in full and
+// becomes its SECOND.
+func (rc *replCluster) firstStart() (n1, n2 *mirrorbed.Node) {
+	t := rc.t
+	t.Helper()
+	n1, n2 = rc.node("node1"), rc.node("node2")
+	waitState(t, n1, "WAIT", "")
+	waitState(t, n2, "WAIT", "")
+	if err := n1.Command(ctxFor(t, 10*time.Second), "prim"); err != nil {
+		t.Fatal(err)
+	}
+	waitRoles(t, n1, n2)
+	return n1, n2
+}
+
+// startWriter runs the workload writer in node's namespace, writing into
+// its replicated directory; it returns the process and its ack log.
+func (rc *replCluster) startWriter(n *mirrorbed.Node, name string, seed uint64) (*testbed.Process, string) {
+	t := rc.t
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks := filepath.Join(rc.acks[n.Name], fmt.Sprintf("%s-%d.log", name, seed))
+	cmd := n.Host.Command(context.Background(), self)
+	cmd.Env = append(os.Environ(), writerDirEnv+"="+rc.dirs[n.Name], writerAcksEnv+"="+acks,
+		writerSeedEnv+"="+strconv.FormatUint(seed, 10), writerNameEnv+"="+name)
+	p, err := n.Host.Start(fmt.Sprintf("writer-%s-%d", name, seed), cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, acks
+}
+
+func stopWriter(t *testing.T, p *testbed.Process) {
+	t.Helper()
+	_ = p.Signal(os.Kill)
+	<-p.Done()
+}
+
+// verify runs `halo verify` on node n; it returns the output and whether
+// both trees are identical (exit 0).
+func (rc *replCluster) verify(n *mirrorbed.Node) (string, bool) {
+	t := rc.t
+	t.Helper()
+	out, code, err := n.CLI(ctxFor(t, 2*time.Minute), "verify", module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 && code != 1 {
+		t.Fatalf("halo verify on %s: exit %d: %s", n.Name, code, out)
+	}
+	return out, code == 0
+}
+
+// waitVerified runs halo verify until it finds the trees identical (the
+// last operations acknowledged may still be travelling when it starts).
+func (rc *replCluster) waitVerified(n *mirrorbed.Node) {
+	t := rc.t
+	t.Helper()
+	var out string
+	for i := 0; i < 5; i++ {
+		var ok bool
+		if out, ok = rc.verify(n); ok {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("halo verify on %s keeps finding differences:\n%s", n.Name, out)
+}
+
+// daemonPID is the pid of node n's replication daemon.
+func (rc *replCluster) daemonPID(n *mirrorbed.Node) int {
+	t := rc.t
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.DataDir, module, "repl.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// resource returns a resource of the module on n ("" if absent).
+func resource(t *testing.T, n *mirrorbed.Node, name string) api.Resource {
+	t.Helper()
+	m, err := n.Status(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Resources[name]
+}
+
+// waitClean waits until n's journal holds nothing (a checkpoint emptied
+// it): an incremental resync measured from then on sends only what the
+// test changes.
+func waitClean(t *testing.T, n *mirrorbed.Node) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	var last string
+	for time.Now().Before(deadline) {
+		last = resource(t, n, "replication.journal").Value
+		if strings.HasPrefix(last, "0 dirty zones, 0 paths") {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: journal never emptied (last %q)", n.Name, last)
+}
+
+var resyncDoneRE = regexp.MustCompile(`resync (\d+) from \S+ \((\w+)\) done: (\d+) objects changed, (\d+) data bytes, (\d+) bytes on the network`)
+
+// resyncResult is what a target's event log says of a finished resync.
+type resyncResult struct {
+	kind                   string
+	changed, data, network int64
+}
+
+// waitResync waits for a resync done after seq on target n.
+func waitResync(t *testing.T, n *mirrorbed.Node, after uint64) resyncResult {
+	t.Helper()
+	e := waitEvent(t, n, after, "resync", "done:")
+	m := resyncDoneRE.FindStringSubmatch(e.Text)
+	if m == nil {
+		t.Fatalf("%s: unexpected resync line %q", n.Name, e.Text)
+	}
+	r := resyncResult{kind: m[2]}
+	r.changed, _ = strconv.ParseInt(m[3], 10, 64)
+	r.data, _ = strconv.ParseInt(m[4], 10, 64)
+	r.network, _ = strconv.ParseInt(m[5], 10, 64)
+	return r
+}
