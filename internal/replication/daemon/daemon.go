@@ -328,8 +328,14 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64) err
 		return fmt.Errorf("unknown role %q", role)
 	}
 	if err != nil {
-		d.setError(err)
-		d.log("error", fmt.Sprintf("cannot take the %s role: %v", role, err))
+		d.mu.Lock()
+		repeated := d.lastErr == err.Error()
+		d.lastErr = err.Error()
+		d.mu.Unlock()
+		if !repeated {
+			// The agent asks again every second: say it once.
+			d.log("error", fmt.Sprintf("cannot take the %s role: %v", role, err))
+		}
 		return err
 	}
 	d.mu.Lock()

@@ -179,12 +179,21 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 	d.mu.Lock()
 	src, tgt := d.src, d.tgt
 	d.mu.Unlock()
-	switch {
-	case h.purpose == purposeResync:
+	if h.purpose == purposeResync {
+		// The peer's machine asks for the resync as soon as it becomes
+		// SECOND; this node's takes the source role at the next heartbeat.
+		src = d.waitSourceRole(ctx, 10*time.Second)
 		if src == nil {
 			d.logger.Warn("resync refused: this node is not the replication source")
 			return
 		}
+		// Whatever streamed live before, the resync owns the peer's tree
+		// until it goes live again (an operation sent meanwhile is also
+		// journaled, so a pass sends it again).
+		src.sink.pause()
+	}
+	switch {
+	case h.purpose == purposeResync:
 		cfg.Root = fdPath(src.under[dir])
 		j := d.journals[dir]
 		cfg.Map = func() (*journal.ZoneMap, error) { return j.Snapshot(), nil }
@@ -209,6 +218,23 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 	}
 	d.log("info", fmt.Sprintf("resync of %s to %s done: %d objects changed, %d data bytes in %d bytes sent, %d passes, frozen %v, took %v",
 		d.repl.Dirs[dir].Path, d.peer, res.Changed, res.DataBytes, res.SentBytes, res.Passes, res.Frozen.Round(time.Millisecond), res.Took.Round(time.Millisecond)))
+}
+
+// waitSourceRole returns the source role once this node has it.
+func (d *Daemon) waitSourceRole(ctx context.Context, within time.Duration) *sourceRole {
+	deadline := time.Now().Add(within)
+	for {
+		d.mu.Lock()
+		src, role := d.src, d.role
+		d.mu.Unlock()
+		if src != nil && role == ctl.RoleSource {
+			return src
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // goLive is a directory session's Synced: once every directory of the
@@ -477,6 +503,11 @@ func (d *Daemon) quarantineDir(dir int) string {
 }
 
 func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
+	// The source goes live at the end of the resync over the stream it
+	// opened to this node: wait for it rather than fail at the end.
+	for deadline := time.Now().Add(syncedWait); t.liveStream() == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(50 * time.Millisecond)
+	}
 	id := newSessionID()
 	results := make([]*resync.Result, len(d.repl.Dirs))
 	errs := make([]error, len(d.repl.Dirs))

@@ -177,7 +177,7 @@ func (s *sourceRole) connect(ctx context.Context, done chan struct{}) {
 			d.setError(err)
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(500 * time.Millisecond):
 			}
 			continue
 		}
@@ -193,7 +193,7 @@ func (s *sourceRole) connect(ctx context.Context, done chan struct{}) {
 		s.sink.streamEnded(snd, snd.Err())
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -307,6 +307,14 @@ func (s *sink) setSender(snd *wire.Sender) {
 	if old != nil && old != snd {
 		old.Degrade(errors.New("replaced by a new stream"))
 	}
+}
+
+// pause stops sending live (a resync starts): operations are journaled
+// and tracked until markSynced.
+func (s *sink) pause() {
+	s.mu.Lock()
+	s.inSync = false
+	s.mu.Unlock()
 }
 
 // markSynced: the resync that just ended made the peer identical; from now

@@ -1,0 +1,307 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/halo-ha/halo/core/journal"
+	"github.com/halo-ha/halo/internal/config"
+	"github.com/halo-ha/halo/internal/pki"
+	"github.com/halo-ha/halo/internal/replication/daemon/ctl"
+)
+
+// pair is two daemons of one module on loopback (n1 on 127.0.0.1, n2 on
+// 127.0.0.2), each with its own replicated directory, run in-process and
+// driven through their control sockets as the agent drives them.
+type pair struct {
+	t     *testing.T
+	dirs  map[string]string
+	data  map[string]string
+	ctl   map[string]ctl.Client
+	stop  map[string]context.CancelFunc
+	done  map[string]chan error
+	mod   map[string]*config.Module
+	clust *config.Cluster
+	mat   map[string]*pki.Material
+	mu    sync.Mutex
+	evs   map[string][]ctl.Event
+}
+
+var addrs = map[string]netip.Addr{"n1": netip.MustParseAddr("127.0.0.1"), "n2": netip.MustParseAddr("127.0.0.2")}
+
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting FUSE needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no /dev/fuse: %v", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		l1, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l1.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
+		l1.Close()
+		if err == nil {
+			l2.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free on both loopback addresses")
+	return 0
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	requireFUSE(t)
+	now := time.Now()
+	ca, err := pki.NewCA("t", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pair{t: t, dirs: map[string]string{}, data: map[string]string{}, ctl: map[string]ctl.Client{},
+		stop: map[string]context.CancelFunc{}, done: map[string]chan error{}, mod: map[string]*config.Module{},
+		mat: map[string]*pki.Material{}, evs: map[string][]ctl.Event{}}
+	p.clust = &config.Cluster{Name: "t"}
+	for _, n := range []string{"n1", "n2"} {
+		p.clust.Nodes = append(p.clust.Nodes, &config.Node{Name: n, Addresses: map[string]netip.Addr{"replication": addrs[n]}})
+		key, err := pki.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := ca.IssueNode(n, []netip.Addr{addrs[n]}, key, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, _ := leaf.KeyPEM()
+		m, err := pki.ParseMaterial(ca.CertPEM(), leaf.CertPEM(), kp, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.mat[n] = m
+	}
+	port := freePort(t)
+	base := t.TempDir()
+	for _, n := range []string{"n1", "n2"} {
+		p.dirs[n] = filepath.Join(base, n, "repl")
+		p.data[n] = filepath.Join(base, n, "data")
+		for _, d := range []string{p.dirs[n], p.data[n]} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.mod[n] = &config.Module{
+			Name: "db", Kind: config.KindMirror, Nodes: []string{"n1", "n2"},
+			Replication: &config.Replication{
+				Mode: config.ModeSync, Network: "replication", Port: port,
+				StallTimeout: 2 * time.Second, ZoneSize: 64 << 10,
+				Resync: config.Resync{Parallel: 2},
+				Dirs:   []*config.Dir{{Path: p.dirs[n], Exclude: []string{"*.tmp"}}},
+			},
+		}
+		p.ctl[n] = ctl.Client{Socket: ctl.SocketPath(p.data[n], "db")}
+		p.start(n)
+	}
+	return p
+}
+
+func (p *pair) start(n string) {
+	t := p.t
+	d, err := New(Config{Module: p.mod[n], Cluster: p.clust, Node: n, DataDir: p.data[n], TLS: p.mat[n],
+		Logger: hclog.New(&hclog.LoggerOptions{Name: n, Level: hclog.Info, Output: testWriter{t}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	p.stop[n], p.done[n] = cancel, done
+	t.Cleanup(func() { p.halt(n) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := p.ctl[n].Call(context.Background(), ctl.Request{Op: ctl.OpHello}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon %s does not answer", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		_ = p.ctl[n].Subscribe(ctx, func(ev ctl.Event) {
+			p.mu.Lock()
+			p.evs[n] = append(p.evs[n], ev)
+			p.mu.Unlock()
+		})
+	}()
+	time.Sleep(50 * time.Millisecond) // the subscription is registered
+}
+
+func (p *pair) halt(n string) {
+	if c := p.stop[n]; c != nil {
+		c()
+		<-p.done[n]
+		p.stop[n] = nil
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func (p *pair) call(n string, req ctl.Request) ctl.Response {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := p.ctl[n].Call(ctx, req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", n, req.Op, err)
+	}
+	return resp
+}
+
+// waitEvent waits for an event of one of the kinds ("a|b") on n and
+// returns it.
+func (p *pair) waitEvent(n, kind string, within time.Duration) ctl.Event {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		for i, ev := range p.evs[n] {
+			if slices.Contains(strings.Split(kind, "|"), ev.Kind) {
+				p.evs[n] = append(p.evs[n][:i:i], p.evs[n][i+1:]...)
+				p.mu.Unlock()
+				return ev
+			}
+		}
+		p.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t.Fatalf("%s: no %s event in %v (events %+v)", n, kind, within, p.evs[n])
+	return ctl.Event{}
+}
+
+// resync makes n1 the source and n2 the target and resyncs n2.
+func (p *pair) resync(id uint64, gen uint64, full bool, since uint64) ctl.Event {
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: gen})
+	p.call("n2", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleTarget, Peer: "n1", Gen: gen})
+	p.call("n2", ctl.Request{Op: ctl.OpResync, Gen: gen, Resync: &ctl.ResyncRequest{
+		ID: id, Peer: "n1", Full: full, Source: journal.Generation{Current: gen}, Since: since}})
+	for {
+		ev := p.waitEvent("n2", ctl.EvResyncDone+"|"+ctl.EvResyncFailed, 60*time.Second)
+		if ev.Kind == ctl.EvResyncFailed {
+			p.t.Fatalf("resync %d failed: %s", id, ev.Reason)
+		}
+		if ev.ID == id {
+			return ev
+		}
+	}
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDaemonSourceTargetResyncLiveVerify(t *testing.T) {
+	p := newPair(t)
+	// Data before any replication: n1's tree is the good one.
+	write(t, filepath.Join(p.dirs["n1"], "before.txt"), []byte("present before the first resync\n"))
+	write(t, filepath.Join(p.dirs["n2"], "stale.txt"), []byte("only on n2\n"))
+
+	p.resync(1, 0x1111, true, 0)
+	for n, want := range map[string]string{"before.txt": "present before the first resync\n"} {
+		got, err := os.ReadFile(filepath.Join(p.dirs["n2"], n))
+		if err != nil || string(got) != want {
+			t.Fatalf("n2 %s after the full resync: %q, %v", n, got, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(p.dirs["n2"], "stale.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("n2 still holds stale.txt after a full resync: %v", err)
+	}
+	// Live: a write through n1's capture mount is on n2 when fsync returns.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	write(t, filepath.Join(p.dirs["n1"], "live.dat"), big)
+	got, err := os.ReadFile(filepath.Join(p.dirs["n2"], "live.dat"))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("live write not on n2 when fsync returned: %d bytes, %v", len(got), err)
+	}
+	// n2's directory is read-only for applications.
+	if err := os.WriteFile(filepath.Join(p.dirs["n2"], "x"), nil, 0o644); err == nil {
+		t.Fatal("n2's replicated directory accepted a write")
+	}
+	st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status
+	if st.Link != "in sync" || !st.PeerInSync {
+		t.Fatalf("n1 status after the resync: %+v", st)
+	}
+	v := p.call("n2", ctl.Request{Op: ctl.OpVerify}).Verify
+	if len(v.Differences) != 0 {
+		t.Fatalf("verify after live writes: %v", v.Differences)
+	}
+	// A difference made behind replication's back shows.
+	if err := os.WriteFile(filepath.Join(p.dirs["n1"], "x.tmp"), []byte("excluded"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := p.call("n1", ctl.Request{Op: ctl.OpDiff}).Diff
+	t.Logf("diff: %+v", d)
+	// Role none: n1 goes on alone, journaling.
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleNone})
+	write(t, filepath.Join(p.dirs["n1"], "alone.txt"), []byte("written alone\n"))
+	if _, err := os.Stat(filepath.Join(p.dirs["n2"], "alone.txt")); err == nil {
+		t.Fatal("a write made alone reached n2")
+	}
+	if s := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; s.Dirty.Paths == 0 {
+		t.Fatalf("n1's journal does not hold the write made alone: %+v", s.Dirty)
+	}
+	// Incremental resync since the checkpoint of the first resync.
+	p.resync(2, 0x2222, false, 0x1111)
+	if got, err := os.ReadFile(filepath.Join(p.dirs["n2"], "alone.txt")); err != nil || string(got) != "written alone\n" {
+		t.Fatalf("n2 alone.txt after the incremental resync: %q, %v", got, err)
+	}
+	st2 := p.call("n2", ctl.Request{Op: ctl.OpStatus}).Status
+	if st2.Resync == nil || st2.Resync.Full {
+		t.Fatalf("n2's last resync: %+v", st2.Resync)
+	}
+	t.Logf("incremental resync: %+v", *st2.Resync)
+	v = p.call("n1", ctl.Request{Op: ctl.OpVerify}).Verify
+	if len(v.Differences) != 0 {
+		t.Fatalf("verify after the incremental resync: %v", v.Differences)
+	}
+}
