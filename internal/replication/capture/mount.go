@@ -279,3 +279,51 @@ func (r *rawFS) Rmdir(cancel <-chan struct{}, in *fuse.InHeader, name string) fu
 	defer r.f.ns.Unlock()
 	return r.RawFileSystem.Rmdir(cancel, in, name)
 }
+
+// The calls below reach the underlying tree by a path computed from
+// go-fuse's tree; a rename between that computation and their answer
+// would attach another object's attributes (or, for lookups, another
+// object) to the name. They hold the namespace lock shared until go-fuse
+// has recorded the answer.
+
+func (r *rawFS) Lookup(cancel <-chan struct{}, in *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.Lookup(cancel, in, name, out)
+}
+
+func (r *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.ReadDirPlus(cancel, in, out)
+}
+
+func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.GetAttr(cancel, in, out)
+}
+
+func (r *rawFS) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.Statx(cancel, in, out)
+}
+
+func (r *rawFS) Readlink(cancel <-chan struct{}, in *fuse.InHeader) ([]byte, fuse.Status) {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.Readlink(cancel, in)
+}
+
+func (r *rawFS) GetXAttr(cancel <-chan struct{}, in *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.GetXAttr(cancel, in, attr, dest)
+}
+
+func (r *rawFS) ListXAttr(cancel <-chan struct{}, in *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	r.f.ns.RLock()
+	defer r.f.ns.RUnlock()
+	return r.RawFileSystem.ListXAttr(cancel, in, dest)
+}

@@ -329,8 +329,8 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		errno = link()
 	case f.excl.Excluded(trel):
 		// The peer has no such file: the new name brings it whole.
-		var plan []step
-		if plan, errno = f.materialize(trel, rel, rel); errno == 0 {
+		plan, err := f.materialize(trel, rel, rel)
+		if errno = toErrno(err); err == nil {
 			errno = f.runPlan(plan, link)
 		}
 	default:

@@ -259,7 +259,6 @@ func TestFsyncAndOSyncReachSync(t *testing.T) {
 			t.Errorf("unexpected Sync %+v", o)
 		}
 	}
-	t.Logf("syncs: %+v", m.rec.syncs)
 	if walWrites != 1 || dataSyncs != 1 {
 		t.Errorf("O_SYNC writes through Sync: %d, fdatasyncs: %d; want 1 and 1 (syncs %v)", walWrites, dataSyncs, m.rec.syncs)
 	}

@@ -185,7 +185,7 @@ func (f *FS) removal(pre, peer, had string) ([]step, error) {
 // the object at local path pre (before the change; post after it), with
 // everything below it that dst's names do not exclude. Hard links inside
 // the subtree stay links.
-func (f *FS) materialize(pre, dst, post string) ([]step, syscall.Errno) {
+func (f *FS) materialize(pre, dst, post string) ([]step, error) {
 	var plan []step
 	links := map[uint64]string{}
 	var walk func(pre, dst, post string) error
@@ -242,9 +242,9 @@ func (f *FS) materialize(pre, dst, post string) ([]step, syscall.Errno) {
 		return nil
 	}
 	if err := walk(pre, dst, post); err != nil {
-		return nil, toErrno(err)
+		return nil, err
 	}
-	return plan, 0
+	return plan, nil
 }
 
 // follow sends what comes after a materialized object's creation: a
