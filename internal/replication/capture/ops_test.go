@@ -121,9 +121,9 @@ func TestEveryOperationReplays(t *testing.T) {
 	must(t, os.Link(p("existing"), p("d/sub/existing-link")))
 
 	// Renames.
-	must(t, os.Rename(p("d/f"), p("d/sub/f2")))                 // across directories
-	must(t, os.Rename(p("d/append"), p("d/copy")))              // over an existing file
-	must(t, os.Rename(p("olddir"), p("d/movedir")))             // a directory
+	must(t, os.Rename(p("d/f"), p("d/sub/f2")))     // across directories
+	must(t, os.Rename(p("d/append"), p("d/copy")))  // over an existing file
+	must(t, os.Rename(p("olddir"), p("d/movedir"))) // a directory
 	must(t, unix.Renameat2(unix.AT_FDCWD, p("d/hard"), unix.AT_FDCWD, p("d/ln"), unix.RENAME_EXCHANGE))
 	must(t, unix.Renameat2(unix.AT_FDCWD, p("d/fifo"), unix.AT_FDCWD, p("d/fifo2"), unix.RENAME_NOREPLACE))
 	if err := unix.Renameat2(unix.AT_FDCWD, p("d/fifo2"), unix.AT_FDCWD, p("d/null"), unix.RENAME_NOREPLACE); err != unix.EEXIST {
@@ -131,7 +131,7 @@ func TestEveryOperationReplays(t *testing.T) {
 	}
 
 	// Metadata.
-	must(t, os.Chmod(p("d/sub/f2"), 0o4751))
+	must(t, unix.Chmod(p("d/sub/f2"), 0o4751))
 	must(t, os.Chown(p("d/sub/f2"), 1000, 1001))
 	must(t, os.Lchown(p("d/hard"), 1002, 1003)) // a symlink now
 	must(t, os.Chtimes(p("d/copy"), time.Unix(1000, 5), time.Unix(2000, 7)))
