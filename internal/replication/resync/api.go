@@ -40,6 +40,9 @@ type Entry struct {
 	Xattrs []Xattr // sorted by name; nil when none
 	Hash   Sum     // whole-file hash of a regular file when Hashed
 	Hashed bool
+	// blocks: the block hashes of a hashed file of several blocks, when the
+	// scan keeps them (a resync compares them without reading again).
+	blocks []Sum
 }
 
 // Perm returns the permission bits including setuid, setgid and sticky.
@@ -59,9 +62,11 @@ type ScanOptions struct {
 	// Hash computes whole-file hashes with blocks of BlockSize.
 	Hash      bool
 	BlockSize int64
-	// Parallel bounds the walking and hashing goroutines (default
-	// GOMAXPROCS, at least 2).
+	// Parallel bounds the walking and hashing goroutines (default 4 ×
+	// GOMAXPROCS, at least 8: a walker mostly waits in system calls).
 	Parallel int
+	// keepBlocks keeps block hashes of files of several blocks.
+	keepBlocks bool
 }
 
 // Tree is a scanned tree: entries sorted with parents before their
@@ -226,7 +231,10 @@ type SourceConfig struct {
 
 // TargetConfig configures the target end of a session.
 type TargetConfig struct {
-	Root     string
+	Root string
+	// DirIndex is op.Op.Dir of what the target applies (whatever the
+	// source says).
+	DirIndex uint16
 	Excludes []string
 	// Apply applies what the source sends (nil: read-only, for verify and
 	// estimate requests).
