@@ -588,8 +588,8 @@ func putBuf(b []byte) {
 // metaOps sets the target's ownership, xattrs, mode and times to the
 // source's where they differ (all of them for an object just made: t nil).
 // Order matters: chown clears setuid bits and capabilities, so it comes
-// first, and times come last. force: the times changed (contents written,
-// entries added or removed).
+// first, and times come last (access times with them). force: the times
+// changed (contents written, entries added or removed).
 func (s *source) metaOps(b *batch, e, t *Entry, force bool) error {
 	p := opPath(e.Path)
 	n0 := b.count
@@ -627,7 +627,9 @@ func (s *source) metaOps(b *batch, e, t *Entry, force bool) error {
 			return err
 		}
 	}
-	if force || t == nil || b.count > n0 || t.Mtime != e.Mtime || t.Atime != e.Atime {
+	// Access times alone do not count: reading changes them (directories
+	// too, when listed).
+	if force || t == nil || b.count > n0 || t.Mtime != e.Mtime {
 		if err := b.add(op.Op{Kind: op.Utimes, Path: p, Atime: e.Atime, Mtime: e.Mtime}); err != nil {
 			return err
 		}
