@@ -13,8 +13,6 @@ import (
 var pendingCommands = []struct{ use, short string }{
 	{"reload <module>", "Apply live-changeable settings of an edited module file"},
 	{"module list|install|uninstall|package|deploy", "Manage module bundles"},
-	{"verify <module>", "Compare both nodes' replicated trees"},
-	{"diff <module>", "Estimate what a resync would send"},
 	{"snapshot <module> <out.tar.gz>", "Bundle config, logs, state and versions for support"},
 }
 
