@@ -32,6 +32,29 @@
 // follow the same order, so the journal's name table changes in the order
 // the tree does.
 //
+// # What the operations carry
+//
+//   - Create, Mkdir, Mknod and Symlink carry the new object's final Mode
+//     (Mknod with the file type bits; none for Symlink), UID and GID: the
+//     target creates it with them (the capture already gave it to the
+//     calling user, or the group of a setgid directory, and undid the
+//     daemon's umask).
+//   - Write, Truncate, Fallocate, Create, Mkdir, Mknod and Symlink carry in
+//     Mtime the object's modification time after the local apply, so the
+//     target can make it identical (0: unknown). Directory times are not
+//     carried (an entry created or removed changes its directory's).
+//   - Utimes carries explicit times, "now" resolved on the primary.
+//   - An object entering the replicated set (renamed or linked from an
+//     excluded path) is sent whole: its creation, hard links within it,
+//     data (holes skipped), size, xattrs and times; one leaving it is
+//     removed deepest first. The creations and removals are marked before
+//     the local rename; the data, xattrs and times that follow a creation
+//     are marked as they are submitted (the creation covers them). Such a
+//     removal may name a path the new name excludes: the peer still has it
+//     under that name.
+//   - Sync(o) must leave o and every earlier operation on the same file
+//     durable on the peer.
+//
 // # Data lifetime
 //
 // o.Data belongs to the FUSE request buffer: it is valid only until Mark,

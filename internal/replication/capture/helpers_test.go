@@ -53,10 +53,13 @@ func (r *recorder) Mark(o op.Op) (Ticket, error) {
 	if err := o.Validate(); err != nil {
 		r.fail("mark of an invalid op %+v: %v", o, err)
 	}
-	if r.markErr != nil {
-		return 0, r.markErr
+	r.mu.Lock()
+	markErr, lenient := r.markErr, r.lenient
+	r.mu.Unlock()
+	if markErr != nil {
+		return 0, markErr
 	}
-	if why := r.visible(o); why != "" && !r.lenient {
+	if why := r.visible(o); why != "" && !lenient {
 		r.fail("%s %s already visible at Mark: %s", o.Kind, o.Path, why)
 	}
 	r.mu.Lock()
@@ -142,6 +145,13 @@ func (r *recorder) record(o op.Op, sync bool) error {
 		return fn(o)
 	}
 	return nil
+}
+
+// set changes the recorder's behaviour while the filesystem runs.
+func (r *recorder) set(fn func(r *recorder)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(r)
 }
 
 func (r *recorder) snapshot() []op.Op {

@@ -190,10 +190,10 @@ func TestJournalFailureWritesNothing(t *testing.T) {
 	f, err := os.OpenFile(filepath.Join(m.dir, "f"), os.O_WRONLY, 0)
 	must(t, err)
 	defer f.Close()
-	m.rec.markErr = errors.New("disk full")
+	m.rec.set(func(r *recorder) { r.markErr = errors.New("disk full") })
 	_, werr := f.WriteAt([]byte("CHANGED!"), 0)
 	merr := os.Mkdir(filepath.Join(m.dir, "d"), 0o755)
-	m.rec.markErr = nil
+	m.rec.set(func(r *recorder) { r.markErr = nil })
 	if !errors.Is(werr, unix.EIO) || !errors.Is(merr, unix.EIO) {
 		t.Errorf("write: %v, mkdir: %v; want EIO", werr, merr)
 	}
@@ -212,7 +212,9 @@ func TestJournalFailureWritesNothing(t *testing.T) {
 // journaled; a sink that continues alone returns success.
 func TestSinkFailure(t *testing.T) {
 	m := mountTest(t, Options{}, nil)
-	m.rec.submitFn = func(op.Op) error { return errors.New("peer gone, not degraded yet") }
+	m.rec.set(func(r *recorder) {
+		r.submitFn = func(op.Op) error { return errors.New("peer gone, not degraded yet") }
+	})
 	err := os.WriteFile(filepath.Join(m.dir, "f"), []byte("x"), 0o644)
 	if !errors.Is(err, unix.EIO) {
 		t.Errorf("create with a failing sink: %v, want EIO", err)
@@ -220,7 +222,7 @@ func TestSinkFailure(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(m.under, "f")); err != nil {
 		t.Errorf("the change is not local: %v", err)
 	}
-	m.rec.submitFn = nil // the daemon went alone: Submit returns nil
+	m.rec.set(func(r *recorder) { r.submitFn = nil }) // the daemon went alone: Submit returns nil
 	must(t, os.WriteFile(filepath.Join(m.dir, "g"), []byte("y"), 0o644))
 	m.rec.check(t)
 	m.rec.mu.Lock()
