@@ -337,7 +337,9 @@ func TestMalformedFramesChangeNothing(t *testing.T) {
 		defer tree.Close()
 		client, server := tcpPair(t)
 		served := make(chan error, 1)
-		go func() { served <- Serve(context.Background(), server, tree, ReceiverOptions{Hello: testHello("node2", 1)}) }()
+		go func() {
+			served <- Serve(context.Background(), server, tree, ReceiverOptions{Hello: testHello("node2", 1)})
+		}()
 		p := newRawPeer(t, client)
 		p.openHello(testHello("node1", 1))
 		p.send(FrameOps, okOps)

@@ -3,11 +3,11 @@ package wire
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"

@@ -113,15 +113,15 @@ func NewSender(ctx context.Context, conn net.Conn, opts SenderOptions) (*Sender,
 	}
 	opts.Hello.Version = ProtocolVersion
 	s := &Sender{
-		conn:    conn,
-		opts:    opts,
-		log:     logger(opts.Logger),
-		bw:      bufio.NewWriterSize(conn, ioBufferSize),
-		kick:    make(chan struct{}, 1),
+		conn:       conn,
+		opts:       opts,
+		log:        logger(opts.Logger),
+		bw:         bufio.NewWriterSize(conn, ioBufferSize),
+		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		nextSeq:    1,
-		space:   make(chan struct{}),
+		space:      make(chan struct{}),
 	}
 	br := bufio.NewReaderSize(conn, ioBufferSize)
 	peer, err := s.handshake(ctx, br)
