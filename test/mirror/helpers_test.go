@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -436,4 +437,89 @@ func unexcusedGaps(gaps, stalls []testbed.Gap, margin time.Duration) []testbed.G
 		}
 	}
 	return out
+}
+
+// stealWatch samples, every 100 ms, the time each CPU of this (virtual)
+// machine was stolen by its hypervisor (/proc/stat), to tell a node
+// starved by its host from one starved by the test's load.
+type stealWatch struct {
+	stop    chan struct{}
+	done    chan struct{}
+	samples []stealSample
+}
+
+type stealSample struct {
+	at    time.Time
+	steal []time.Duration // cumulative, per CPU
+}
+
+func watchSteal() *stealWatch {
+	w := &stealWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			if s, err := readSteal(); err == nil {
+				w.samples = append(w.samples, stealSample{at: time.Now(), steal: s})
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+func (w *stealWatch) Stop() {
+	close(w.stop)
+	<-w.done
+}
+
+// Between returns the time stolen from each CPU between from and to (as
+// sampled), and the total of the run.
+func (w *stealWatch) Between(from, to time.Time) []time.Duration {
+	var first, last *stealSample
+	for i := range w.samples {
+		s := &w.samples[i]
+		if !s.at.After(from) {
+			first = s
+		}
+		if !s.at.After(to) {
+			last = s
+		}
+	}
+	if first == nil && len(w.samples) > 0 {
+		first = &w.samples[0]
+	}
+	if first == nil || last == nil {
+		return nil
+	}
+	out := make([]time.Duration, len(last.steal))
+	for i := range out {
+		out[i] = last.steal[i] - first.steal[i]
+	}
+	return out
+}
+
+// readSteal reads the cumulative steal time of every CPU.
+func readSteal() ([]time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil, err
+	}
+	const tick = 10 * time.Millisecond // USER_HZ = 100 on Linux
+	var out []time.Duration
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[8], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse /proc/stat steal of %s: %w", f[0], err)
+		}
+		out = append(out, time.Duration(n)*tick)
+	}
+	return out, nil
 }

@@ -575,6 +575,7 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 	seq1, seq2 := lastSeq(t, n1), lastSeq(t, n2)
 	const probeTimeout = 2 * time.Second
 	stalls := watchStalls(300 * time.Millisecond)
+	steal := watchSteal()
 	loaders := loadCPUs(t, c.Bed.Host("node1"), c.Bed.Host("node2"))
 	p, err := c.Bed.Poller(c.Opts.Client, c.Target(), testbed.PollerOptions{Interval: 20 * time.Millisecond, Timeout: probeTimeout})
 	if err != nil {
@@ -592,7 +593,8 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 			seq uint64
 		}{{n1, seq1}, {n2, seq2}} {
 			for _, e := range stateChangesWithin(t, x.n, x.seq, 30*time.Second) {
-				changed = append(changed, fmt.Sprintf("%s at %s: %s", x.n.Name, e.Time.Local().Format("15:04:05.000"), e.Text))
+				changed = append(changed, fmt.Sprintf("%s at %s: %s (CPU time stolen by the hypervisor in the 2 s before: %v)",
+					x.n.Name, e.Time.Local().Format("15:04:05.000"), e.Text, steal.Between(e.Time.Add(-2*time.Second), e.Time)))
 			}
 		}
 	}
@@ -600,11 +602,13 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 	st := p.Stop()
 	stopLoad(loaders)
 	machineStalls := stalls.Stop()
+	steal.Stop()
 	changes, err := arp.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("under load for %v: %d requests, %d failed, max outage %v, load average %s", loadedFor, st.Probes, st.Failed, st.MaxGap(), loadAvg())
+	t.Logf("under load for %v: %d requests, %d failed, max outage %v, load average %s, CPU time stolen by the hypervisor %v",
+		loadedFor, st.Probes, st.Failed, st.MaxGap(), loadAvg(), steal.Between(start, time.Now()))
 	for _, s := range machineStalls {
 		t.Logf("the test process did not run for %v at %s (machine stall or starvation)", s.Duration().Round(time.Millisecond), s.From.Format("15:04:05.000"))
 	}
