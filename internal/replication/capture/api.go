@@ -44,8 +44,12 @@
 //     target can make it identical (0: unknown). Directory times are not
 //     carried (an entry created or removed changes its directory's).
 //   - Utimes carries explicit times, "now" resolved on the primary.
-//   - An object entering the replicated set (renamed or linked from an
-//     excluded path) is sent whole: its creation, hard links within it,
+//   - A hard link between a replicated and an excluded name, or a rename
+//     of a file with several names across that boundary, fails with EXDEV
+//     (as across filesystems: mv copies): a file must not be replicated
+//     under one name and not under another.
+//   - An object entering the replicated set (renamed from an excluded
+//     path) is sent whole: its creation, hard links within it,
 //     data (holes skipped), size, xattrs and times; one leaving it is
 //     removed deepest first. The creations and removals are marked before
 //     the local rename; the data, xattrs and times that follow a creation

@@ -93,7 +93,18 @@ func TestExcludes(t *testing.T) {
 	makeSubtree(t, p("tmp/tree"), 20)
 	must(t, os.Rename(p("tmp/tree"), p("tree")))
 	must(t, os.WriteFile(p("tmp/src"), pattern(700, 30), 0o600))
-	must(t, os.Link(p("tmp/src"), p("linked")))
+	if err := os.Link(p("tmp/src"), p("linked")); !errors.Is(err, unix.EXDEV) {
+		t.Errorf("link from an excluded file: %v, want EXDEV", err)
+	}
+	if err := os.Link(p("sub/y.log"), p("tmp/y")); !errors.Is(err, unix.EXDEV) {
+		t.Errorf("link to an excluded name: %v, want EXDEV", err)
+	}
+	must(t, os.Link(p("tmp/src"), p("tmp/src2")))
+	if err := os.Rename(p("tmp/src"), p("linked")); !errors.Is(err, unix.EXDEV) {
+		t.Errorf("rename of a multiply linked file into the tree: %v, want EXDEV", err)
+	}
+	must(t, os.Remove(p("tmp/src2")))
+	must(t, os.Rename(p("tmp/src"), p("linked")))
 	must(t, os.WriteFile(p("tmp/over"), pattern(50, 40), 0o600))
 	must(t, os.Rename(p("tmp/over"), p("victim")))
 

@@ -322,22 +322,18 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		// does not carry (go-fuse's loopback answers the same).
 		return nil, syscall.EXDEV
 	}
-	link := func() syscall.Errno { return toErrno(unix.Linkat(f.rootFd, trel, f.rootFd, rel, 0)) }
-	var errno syscall.Errno
-	switch {
-	case f.excl.Excluded(rel):
-		errno = link()
-	case f.excl.Excluded(trel):
-		// The peer has no such file: the new name brings it whole.
-		plan, err := f.materialize(trel, rel, rel)
-		if errno = toErrno(err); err == nil {
-			errno = f.runPlan(plan, link)
-		}
-	default:
-		o := f.newOp(op.Link, rel)
-		o.Target = trel
-		errno = f.run(&o, true, false, func(*op.Op) syscall.Errno { return link() })
+	exNew, exTarget := f.excl.Excluded(rel), f.excl.Excluded(trel)
+	if exNew != exTarget {
+		// One file under a replicated and an excluded name: its
+		// changes would be replicated or not depending on the name
+		// go-fuse remembers. Refused like a link across filesystems.
+		return nil, syscall.EXDEV
 	}
+	o := f.newOp(op.Link, rel)
+	o.Target = trel
+	errno := f.run(&o, !exNew, false, func(*op.Op) syscall.Errno {
+		return toErrno(unix.Linkat(f.rootFd, trel, f.rootFd, rel, 0))
+	})
 	if errno != 0 {
 		return nil, errno
 	}

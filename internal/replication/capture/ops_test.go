@@ -274,3 +274,27 @@ func TestFsyncAndOSyncReachSync(t *testing.T) {
 		t.Errorf("wal content wrong")
 	}
 }
+
+// Stores through a shared mapping reach the capture as writes when the
+// kernel writes the pages back, at the latest on msync.
+func TestMmapWrites(t *testing.T) {
+	m, peer := replica(t, Options{}, func(dir string) {
+		os.WriteFile(filepath.Join(dir, "mapped"), pattern(3*4096, 1), 0o644)
+	})
+	f, err := os.OpenFile(filepath.Join(m.dir, "mapped"), os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 3*4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must(t, err)
+	copy(mem[4096+10:], pattern(100, 50))
+	must(t, unix.Msync(mem, unix.MS_SYNC))
+	must(t, unix.Munmap(mem))
+	var synced bool
+	for _, o := range m.rec.snapshot() {
+		synced = synced || o.Kind == op.Fsync && o.Path == "mapped"
+	}
+	if !synced {
+		t.Errorf("msync did not reach Sync: %v", kinds(m.rec.snapshot()))
+	}
+	converge(t, m, peer, nil)
+}

@@ -73,6 +73,11 @@ func (f *FS) runPlan(plan []step, local func() syscall.Errno) syscall.Errno {
 func (f *FS) renamePlan(oldRel, newRel string, flags uint32) ([]step, syscall.Errno) {
 	exOld, exNew := f.excl.Excluded(oldRel), f.excl.Excluded(newRel)
 	exchange := flags&unix.RENAME_EXCHANGE != 0
+	if exOld != exNew && (f.multiLinked(oldRel) || exchange && f.multiLinked(newRel)) {
+		// A file with other names would end under a replicated and an
+		// excluded one (see Link); mv copies instead.
+		return nil, syscall.EXDEV
+	}
 	var plan []step
 	add := func(s []step, err error) error {
 		plan = append(plan, s...)
@@ -114,6 +119,12 @@ func (f *FS) renamePlan(oldRel, newRel string, flags uint32) ([]step, syscall.Er
 		return nil, toErrno(err)
 	}
 	return plan, 0
+}
+
+// multiLinked reports whether rel is a regular file with other names.
+func (f *FS) multiLinked(rel string) bool {
+	st, _, err := statx(f.rootFd, rel, unix.AT_SYMLINK_NOFOLLOW)
+	return err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink > 1
 }
 
 // reconcile lists, for a directory moved (or about to be moved) from
