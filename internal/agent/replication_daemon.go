@@ -37,6 +37,10 @@ const (
 	daemonStatusEvery = time.Second
 	// daemonRestartBackoff bounds how fast a dying daemon is restarted.
 	daemonRestartBackoff = 2 * time.Second
+	// roleSwitchWait bounds how long the event loop waits for a target to
+	// leave its role: its read-only mounts give way to the capture mounts
+	// before the start scripts that follow can write (a failover).
+	roleSwitchWait = time.Second
 )
 
 // daemonReplication drives a module's replication ctl. The event loop
@@ -54,9 +58,11 @@ type daemonReplication struct {
 	exe     string
 	ctl     ctl.Client
 	events  *eventLog
-	logger  hclog.Logger
-	post    func(core.Event)
-	kick    chan struct{}
+	// roleTaken is signalled each time the daemon took a role.
+	roleTaken chan struct{}
+	logger    hclog.Logger
+	post      func(core.Event)
+	kick      chan struct{}
 
 	mu   sync.Mutex
 	want daemonWant
@@ -86,8 +92,10 @@ func newDaemonReplication(r *moduleRunner, dataDir, cfgDir string) *daemonReplic
 		r: r, module: r.mod.Name, node: r.node, dataDir: dataDir, cfgDir: cfgDir, exe: DaemonExecutable,
 		ctl:    ctl.Client{Socket: ctl.SocketPath(dataDir, r.mod.Name)},
 		events: r.events, logger: r.logger.Named("replication"), post: r.posted.post,
-		kick: make(chan struct{}, 1),
-		want: daemonWant{role: ctl.RoleNone},
+		kick: make(chan struct{}, 1), roleTaken: make(chan struct{}, 1),
+		// No role until the machine asks for one: a daemon that outlived
+		// the previous agent keeps serving as it was.
+		want: daemonWant{},
 	}
 	go d.supervise(context.Background())
 	return d
@@ -109,21 +117,36 @@ func (d *daemonReplication) wake() {
 
 // Start implements Replication.
 func (d *daemonReplication) Start(role mirror.ReplRole, peer string) {
-	d.mu.Lock()
-	d.want.role, d.want.peer, d.want.gen = role.String(), peer, d.currentGen()
-	if role != mirror.ReplTarget {
-		d.want.resync = nil
-	}
-	d.mu.Unlock()
-	d.wake()
+	d.setWant(role.String(), peer)
 }
 
 // Stop implements Replication.
-func (d *daemonReplication) Stop() {
+func (d *daemonReplication) Stop() { d.setWant(ctl.RoleNone, "") }
+
+// setWant records the role the machine wants and wakes the supervisor.
+// A target leaving its role is waited for (at most roleSwitchWait): the
+// actions that follow may start the application, which must find its
+// directories writable and captured.
+func (d *daemonReplication) setWant(role, peer string) {
 	d.mu.Lock()
-	d.want.role, d.want.resync, d.want.gen = ctl.RoleNone, nil, d.currentGen()
+	leavingTarget := d.sent.role == ctl.RoleTarget && role != ctl.RoleTarget
+	d.want.role, d.want.peer, d.want.gen = role, peer, d.currentGen()
+	if role != ctl.RoleTarget {
+		d.want.resync = nil
+	}
 	d.mu.Unlock()
+	select {
+	case <-d.roleTaken:
+	default:
+	}
 	d.wake()
+	if leavingTarget {
+		select {
+		case <-d.roleTaken:
+		case <-time.After(roleSwitchWait):
+			d.logger.Warn("replication daemon slow to leave the target role", "role", role)
+		}
+	}
 }
 
 // Resync implements Replication.
@@ -281,7 +304,7 @@ func (d *daemonReplication) push(ctx context.Context) {
 	d.mu.Lock()
 	want, sent := d.want, d.sent
 	d.mu.Unlock()
-	if want.role != sent.role || want.peer != sent.peer || want.gen != sent.gen {
+	if want.role != "" && (want.role != sent.role || want.peer != sent.peer || want.gen != sent.gen) {
 		cctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
 		_, err := d.ctl.Call(cctx, ctl.Request{Op: ctl.OpRole, Role: want.role, Peer: want.peer, Gen: want.gen})
 		cancel()
@@ -292,6 +315,10 @@ func (d *daemonReplication) push(ctx context.Context) {
 		d.mu.Lock()
 		d.sent.role, d.sent.peer, d.sent.gen = want.role, want.peer, want.gen
 		d.mu.Unlock()
+		select {
+		case d.roleTaken <- struct{}{}:
+		default:
+		}
 	}
 	if want.resync != nil && (sent.resync == nil || sent.resync.ID != want.resync.ID) {
 		cctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
@@ -374,6 +401,32 @@ func (d *daemonReplication) refreshStatus(ctx context.Context) {
 		return
 	}
 	d.putResources(statusResources(resp.Status))
+	d.correctRole(resp.Status.Role)
+}
+
+// correctRole takes a serving node's directories out of the target role.
+// A machine that starts (agent restart) believes no role is held, so a
+// daemon that was a target and outlived the previous agent would stay
+// read-only under an application that now runs here.
+func (d *daemonReplication) correctRole(daemonRole string) {
+	d.r.mu.Lock()
+	state := d.r.status.State
+	d.r.mu.Unlock()
+	if daemonRole != ctl.RoleTarget || (state != core.Alone.String() && state != core.Prim.String()) {
+		return
+	}
+	d.mu.Lock()
+	if d.want.role == ctl.RoleTarget {
+		d.mu.Unlock()
+		return
+	}
+	if d.want.role == "" {
+		d.want.role = ctl.RoleNone
+	}
+	d.sent.role = "" // push again even if it was sent
+	d.mu.Unlock()
+	d.events.add("log", "warn", fmt.Sprintf("replication daemon still a target while %s is %s: taking its directories out of read-only", d.node, state))
+	d.wake()
 }
 
 // statusResources turns a daemon status into resources: value and message.

@@ -164,6 +164,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { d.checkpointLoop(ctx) })
 	d.logger.Info("replication daemon running", "module", d.cfg.Module.Name, "node", d.cfg.Node, "pid", os.Getpid(), "socket", sock)
+	// Captured from the start: a node that serves alone is never told a
+	// role (it has no peer), and its writes must be journaled.
+	if err := d.setRole(ctx, ctl.RoleNone, "", 0); err != nil {
+		d.logger.Error("directories not captured yet", "error", err)
+	}
 	go func() {
 		select {
 		case <-d.shutdown:
@@ -305,9 +310,9 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64) err
 		}
 	}
 	d.mu.Lock()
-	cur := d.role
+	cur, mounted := d.role, d.src != nil || d.tgt != nil
 	d.mu.Unlock()
-	if cur == role {
+	if cur == role && mounted {
 		return nil
 	}
 	d.logger.Info("role change", "from", cur, "to", role, "gen", fmt.Sprintf("%016x", gen))
@@ -315,15 +320,17 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64) err
 	switch role {
 	case ctl.RoleSource:
 		d.stopTarget("becoming the source")
-		err = d.startSource(ctx)
+		err = d.startSource(ctx, true)
 	case ctl.RoleTarget:
 		d.stopSource("becoming the target")
 		err = d.startTarget(ctx)
 	case ctl.RoleNone:
-		// A source keeps its mounts and journals alone; a target keeps
-		// its read-only mounts: the machine decides what comes next.
-		d.detachSource("replication stopped")
-		d.stopTargetStream("replication stopped")
+		// No peer: the directories are captured and journaled, so that
+		// whatever is written here (a node serving alone, an
+		// administrator on a stopped node) is known to the next resync.
+		// Only a target's directories are read-only.
+		d.stopTarget("no longer a replication target")
+		err = d.startSource(ctx, false)
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}

@@ -34,8 +34,10 @@
 //     Resync requests bring the tree to the source's state (incremental
 //     from both journals since their common generation, or full by block
 //     hashes), quarantining divergent files first when asked.
-//   - none: no peer. Mounts stay as they are (a source goes on
-//     journaling; nothing is unmounted under a running application).
+//   - none (also the role a daemon starts in): no peer. The directories
+//     are captured and journaled as on a source: a node that serves alone
+//     is never told a role (it has no peer), and whatever is written on a
+//     node that is not a target must be known to the next resync.
 //
 // # Control protocol
 //

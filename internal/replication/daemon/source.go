@@ -31,8 +31,8 @@ type sourceRole struct {
 }
 
 // startSource mounts the capture filesystems (if not mounted already) and
-// starts streaming to the peer.
-func (d *Daemon) startSource(ctx context.Context) error {
+// starts streaming to the peer (attach), or stops (alone).
+func (d *Daemon) startSource(ctx context.Context, attach bool) error {
 	d.mu.Lock()
 	s := d.src
 	d.mu.Unlock()
@@ -44,9 +44,13 @@ func (d *Daemon) startSource(ctx context.Context) error {
 		d.mu.Lock()
 		d.src = s
 		d.mu.Unlock()
-		d.log("info", fmt.Sprintf("capturing %s (journaled, replicated to %s in %s mode)", dirList(d), d.peer, d.repl.Mode))
+		d.log("info", fmt.Sprintf("capturing %s: every change journaled", dirList(d)))
 	}
-	s.attach()
+	if attach {
+		s.attach()
+	} else {
+		s.detach("replication stopped: continuing alone")
+	}
 	return nil
 }
 
@@ -136,16 +140,6 @@ func (s *sourceRole) detach(why string) {
 		s.cancel = nil
 	}
 	s.sink.drop(why)
-}
-
-// detachSource leaves the source role's peer, keeping the mounts.
-func (d *Daemon) detachSource(why string) {
-	d.mu.Lock()
-	s := d.src
-	d.mu.Unlock()
-	if s != nil {
-		s.detach(why)
-	}
 }
 
 // stopSource leaves the source role entirely.
