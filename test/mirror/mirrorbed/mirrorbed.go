@@ -235,9 +235,12 @@ func (c *Cluster) moduleHCL(n *Node, self string) string {
 		for i, w := range o.Witnesses {
 			ws[i] = w.String()
 		}
+		// The plugin waits up to 1s for each echo reply (its own
+		// "timeout" attribute cannot be set: the check block's timeout is
+		// halo's), two requests 200ms apart: 1.5s bounds it.
 		fmt.Fprintf(&b, `  check "splitbrain" "witness" {
-    interval  = "1s"
-    timeout   = "900ms"
+    interval  = "2s"
+    timeout   = "1500ms"
     witnesses = [%s]
     count     = 2
     socket    = "raw"
