@@ -379,7 +379,11 @@ func FuzzDecodeFrame(f *testing.F) {
 		f.Add(s)
 		f.Add(s[HeaderSize:]) // as a payload of every type
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(fuzzFrame)
+}
+
+func fuzzFrame(t *testing.T, data []byte) {
+	{
 		check := func(fr Frame) {
 			switch fr.Type {
 			case FrameOps:
@@ -433,5 +437,5 @@ func FuzzDecodeFrame(f *testing.F) {
 				}
 			}
 		}
-	})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"sync"
 	"time"
@@ -40,7 +41,8 @@ const (
 // acknowledged it as its submitter needs.
 type pending struct {
 	seq     uint64
-	enc     []byte // Ops frame entry; nil for a barrier
+	enc     []byte // Ops frame entry (pooled, nil once written); nil for a barrier
+	size    int    // len(enc), for the window
 	barrier bool
 	at      time.Time // submitted
 	wait    waitFor
@@ -310,12 +312,13 @@ func (s *Sender) submit(ctx context.Context, o *op.Op, durable bool, wait waitFo
 	}
 	// Encoding copies o.Data: the caller's buffer is free once Submit
 	// returns, even if the operation is still queued.
-	enc := appendEntry(make([]byte, 0, opSize(o)+maxEntryOverhead), o, durable)
-	return s.enqueue(ctx, &pending{enc: enc, wait: wait})
+	enc := appendEntry(getBuf(opSize(o) + maxEntryOverhead), o, durable)
+	return s.enqueue(ctx, &pending{enc: enc, size: len(enc), wait: wait})
 }
 
 func (s *Sender) enqueue(ctx context.Context, p *pending) error {
 	if err := ctx.Err(); err != nil {
+		putBuf(p.enc)
 		return err
 	}
 	if p.wait != waitNone {
@@ -326,9 +329,10 @@ func (s *Sender) enqueue(ctx context.Context, p *pending) error {
 		if s.err != nil {
 			err := s.err
 			s.mu.Unlock()
+			putBuf(p.enc)
 			return err
 		}
-		if s.hasRoomLocked(len(p.enc)) {
+		if s.hasRoomLocked(p.size) {
 			break
 		}
 		space := s.space
@@ -336,6 +340,7 @@ func (s *Sender) enqueue(ctx context.Context, p *pending) error {
 		select {
 		case <-space:
 		case <-ctx.Done():
+			putBuf(p.enc)
 			return ctx.Err()
 		}
 		s.mu.Lock()
@@ -344,7 +349,7 @@ func (s *Sender) enqueue(ctx context.Context, p *pending) error {
 	s.nextSeq++
 	p.at = time.Now()
 	s.unsent = append(s.unsent, p)
-	s.windowBytes += int64(len(p.enc))
+	s.windowBytes += int64(p.size)
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
@@ -422,6 +427,12 @@ func (s *Sender) writer() {
 			}
 			if err == nil && len(batch) > 0 {
 				err = s.writeBatch(batch)
+				for _, p := range batch {
+					// Written: only its size matters until the peer
+					// acknowledges it.
+					putBuf(p.enc)
+					p.enc = nil
+				}
 			}
 			if err != nil {
 				s.fail(fmt.Errorf("write to the peer: %w", err))
@@ -443,10 +454,10 @@ func (s *Sender) takeBatchLocked(batch []*pending) []*pending {
 			}
 			break
 		}
-		if size+len(p.enc) > MaxPayload {
+		if size+p.size > MaxPayload {
 			break
 		}
-		size += len(p.enc)
+		size += p.size
 		n++
 	}
 	batch = append(batch, s.unsent[:n]...)
@@ -601,7 +612,7 @@ func (s *Sender) ack(applied, durable uint64) error {
 				break
 			}
 			n++
-			s.windowBytes -= int64(len(p.enc))
+			s.windowBytes -= int64(p.size)
 			switch {
 			case p.wait == waitApplied || (p.wait == waitDurable && p.seq <= durable):
 				settled = append(settled, p)
@@ -801,4 +812,31 @@ func (s *Sender) Stats() Stats {
 		st.Lag = time.Since(p.at)
 	}
 	return st
+}
+
+// Encoded entries are pooled by power-of-two capacity: a 1 MiB write
+// would otherwise allocate (and zero) 1 MiB per operation.
+var bufPools [22]sync.Pool // up to 4 MiB
+
+func getBuf(n int) []byte {
+	k := max(bits.Len(uint(n-1)), 8)
+	if k >= len(bufPools) {
+		return make([]byte, 0, n)
+	}
+	if b, ok := bufPools[k].Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 1<<k)
+}
+
+func putBuf(b []byte) {
+	c := cap(b)
+	if c == 0 {
+		return
+	}
+	k := bits.Len(uint(c - 1))
+	if k >= len(bufPools) || c != 1<<k {
+		return
+	}
+	bufPools[k].Put(&b)
 }
