@@ -312,7 +312,7 @@ func (s *Sender) submit(ctx context.Context, o *op.Op, durable bool, wait waitFo
 	}
 	// Encoding copies o.Data: the caller's buffer is free once Submit
 	// returns, even if the operation is still queued.
-	enc := appendEntry(getBuf(opSize(o) + maxEntryOverhead), o, durable)
+	enc := appendEntry(getBuf(opSize(o)+maxEntryOverhead), o, durable)
 	return s.enqueue(ctx, &pending{enc: enc, size: len(enc), wait: wait})
 }
 
