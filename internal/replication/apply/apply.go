@@ -19,6 +19,15 @@
 // descriptor is reopened, and xattrs of a name are set, through
 // /proc/self/fd).
 //
+// # What operations carry
+//
+// As capture sends them: Create, Mkdir, Mknod and Symlink carry the new
+// object's final mode (not subject to this process's umask), owner (UID,
+// GID; op.NoID leaves one as created) and modification time; Write,
+// Truncate and Fallocate carry the file's modification time after the
+// change. A zero Mtime (or op.OmitTime) leaves the time the kernel set.
+// Atime, ctime and directory times are not reproduced.
+//
 // # Idempotency
 //
 // An operation may be applied again to a tree that already holds its

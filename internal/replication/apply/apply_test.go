@@ -639,3 +639,52 @@ func TestWriteLarge(t *testing.T) {
 		t.Fatalf("size %d", st.Size)
 	}
 }
+
+// Creations carry owner, mode and modification time; data changes carry
+// the modification time (capture's contract).
+func TestOwnerModeAndTimesCarried(t *testing.T) {
+	root := t.TempDir()
+	tr := openTree(t, root)
+	const mt = 1_234_567_890_123_456_789
+	mustApply(t, tr, op.Op{Kind: op.Mkdir, Path: "d", Mode: 0o2775, UID: 1000, GID: 1001, Mtime: mt})
+	if m := lstat(t, filepath.Join(root, "d")).Mtim.Nano(); m != mt {
+		t.Errorf("d: mtime %d, want %d", m, mt)
+	}
+	mustApply(t, tr,
+		op.Op{Kind: op.Create, Path: "d/f", Mode: 0o4755, UID: 1000, GID: 1001, Mtime: mt + 1},
+		op.Op{Kind: op.Mknod, Path: "d/p", Mode: unix.S_IFIFO | 0o640, UID: 5, GID: 6, Mtime: mt + 2},
+		op.Op{Kind: op.Symlink, Path: "d/l", Target: "f", UID: 7, GID: 8, Mtime: mt + 3},
+		op.Op{Kind: op.Create, Path: "d/g", Mode: 0o644, UID: op.NoID, GID: 9},
+	)
+	check := func(p string, perm, uid, gid uint32, mtime int64) {
+		t.Helper()
+		st := lstat(t, filepath.Join(root, p))
+		if perm != 0 && st.Mode&0o7777 != perm {
+			t.Errorf("%s: mode %#o, want %#o", p, st.Mode&0o7777, perm)
+		}
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s: owner %d:%d, want %d:%d", p, st.Uid, st.Gid, uid, gid)
+		}
+		if mtime != 0 && st.Mtim.Nano() != mtime {
+			t.Errorf("%s: mtime %d, want %d", p, st.Mtim.Nano(), mtime)
+		}
+	}
+	check("d", 0o2775, 1000, 1001, 0) // its time changed with its entries
+	check("d/f", 0o4755, 1000, 1001, mt+1) // setuid kept despite the chown
+	check("d/p", 0o640, 5, 6, mt+2)
+	check("d/l", 0, 7, 8, mt+3)
+	check("d/g", 0o644, 0, 9, 0)
+
+	mustApply(t, tr, op.Op{Kind: op.Write, Path: "d/f", Data: []byte("x"), Mtime: mt + 10})
+	check("d/f", 0o4755, 1000, 1001, mt+10)
+	mustApply(t, tr, op.Op{Kind: op.Truncate, Path: "d/f", Size: 100, Mtime: mt + 11})
+	check("d/f", 0, 1000, 1001, mt+11)
+	mustApply(t, tr, op.Op{Kind: op.Fallocate, Path: "d/f", Size: 200, Mtime: mt + 12})
+	check("d/f", 0, 1000, 1001, mt+12)
+	// No time reported: the kernel's stays.
+	before := time.Now()
+	mustApply(t, tr, op.Op{Kind: op.Write, Path: "d/g", Data: []byte("x")})
+	if m := lstat(t, filepath.Join(root, "d/g")).Mtim; time.Unix(m.Sec, m.Nsec).Before(before.Add(-time.Second)) {
+		t.Errorf("d/g mtime %v, written at %v", m, before)
+	}
+}

@@ -232,6 +232,9 @@ func (a *applier) run() error {
 		if err := unix.Ftruncate(e.fd, o.Size); err != nil {
 			return err
 		}
+		if err := a.keepMtime(e); err != nil {
+			return err
+		}
 		a.needIf(e, syncData)
 	case op.Fallocate:
 		return a.fallocate()
@@ -319,6 +322,9 @@ func (a *applier) write() error {
 		}
 		data, off = data[n:], off+int64(n)
 	}
+	if err := a.keepMtime(e); err != nil {
+		return err
+	}
 	a.needIf(e, syncData)
 	return nil
 }
@@ -341,6 +347,9 @@ func (a *applier) fallocate() error {
 	}
 	if err != nil {
 		return fmt.Errorf("fallocate mode %#x, %d bytes at %d: %w", o.Flags, o.Size, o.Off, err)
+	}
+	if err := a.keepMtime(e); err != nil {
+		return err
 	}
 	a.needIf(e, syncData)
 	return nil
@@ -407,8 +416,15 @@ func (a *applier) create() error {
 	default:
 		return err
 	}
-	// The process umask applied to the creation mode: set it exactly.
+	// Owner first: chown clears the set-user and set-group ID bits. Then
+	// the exact mode (the process umask applied to the creation's).
+	if err := unix.Fchown(e.fd, id(o.UID), id(o.GID)); err != nil {
+		return err
+	}
 	if err := unix.Fchmod(e.fd, perm); err != nil {
+		return err
+	}
+	if err := a.keepMtime(e); err != nil {
 		return err
 	}
 	if a.durable {
@@ -449,11 +465,41 @@ func (a *applier) mkdir() error {
 	} else if err != nil {
 		return err
 	}
-	if err := chmodAt(dir, name, o.Mode&0o7777); err != nil {
+	if err := a.finishCreated(dir, name, true); err != nil {
 		return err
 	}
 	a.needIf(dir, syncFull)
 	return nil
+}
+
+// finishCreated gives a new object made through its parent its owner,
+// mode (unless a symlink) and modification time, as the operation says.
+func (a *applier) finishCreated(dir *entry, name string, chmod bool) error {
+	o := a.o
+	if err := unix.Fchownat(dir.fd, name, id(o.UID), id(o.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if chmod {
+		if err := chmodAt(dir, name, o.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	if o.Mtime == 0 || o.Mtime == op.OmitTime {
+		return nil
+	}
+	ts := []unix.Timespec{timespec(op.OmitTime), timespec(o.Mtime)}
+	return unix.UtimesNanoAt(dir.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// keepMtime gives a file the modification time the primary reported after
+// the same change (Op.Mtime; 0: none reported).
+func (a *applier) keepMtime(e *entry) error {
+	o := a.o
+	if o.Mtime == 0 || o.Mtime == op.OmitTime {
+		return nil
+	}
+	ts := []unix.Timespec{timespec(op.OmitTime), timespec(o.Mtime)}
+	return unix.UtimesNanoAt(e.fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 func (a *applier) mknod() error {
@@ -478,7 +524,7 @@ func (a *applier) mknod() error {
 	} else if err != nil {
 		return err
 	}
-	if err := chmodAt(dir, name, o.Mode&0o7777); err != nil {
+	if err := a.finishCreated(dir, name, true); err != nil {
 		return err
 	}
 	a.needIf(dir, syncFull)
@@ -497,6 +543,9 @@ func (a *applier) symlink() error {
 			return err
 		}
 	} else if err != nil {
+		return err
+	}
+	if err := a.finishCreated(dir, name, false); err != nil {
 		return err
 	}
 	a.needIf(dir, syncFull)
