@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +123,28 @@ func (rc *replCluster) node(name string) *mirrorbed.Node { return rc.Node(name) 
 // logs.
 func (rc *replCluster) dumpLogs() {
 	t := rc.t
+	if keep := os.Getenv("HALO_REPL_KEEP_LOGS"); keep != "" {
+		// Goroutine dumps of the daemons still running, and every log,
+		// for a hang that the tails do not explain.
+		for _, n := range rc.Nodes() {
+			if b, err := os.ReadFile(filepath.Join(n.DataDir, module, "repl.pid")); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGQUIT)
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		dst := filepath.Join(keep, t.Name())
+		_ = os.MkdirAll(dst, 0o755)
+		for _, n := range rc.Nodes() {
+			for _, f := range []string{"repl.log", "events.jsonl"} {
+				if b, err := os.ReadFile(filepath.Join(n.DataDir, module, f)); err == nil {
+					_ = os.WriteFile(filepath.Join(dst, n.Name+"-"+f), b, 0o644)
+				}
+			}
+		}
+		t.Logf("logs kept in %s", dst)
+	}
 	for _, n := range rc.Nodes() {
 		path := filepath.Join(n.DataDir, module, "events.jsonl")
 		if f, err := os.Open(path); err == nil {
@@ -219,6 +242,30 @@ func (rc *replCluster) startWriter(n *mirrorbed.Node, name string, seed uint64) 
 		t.Fatal(err)
 	}
 	return p, acks
+}
+
+// powerOff kills every process of node n with SIGKILL, cuts its links and
+// removes the VIP it may hold: a crash. mirrorbed's PowerOff stops the
+// processes first, which cannot stop one blocked in a FUSE request whose
+// daemon is already stopped (the kernel waits for it killably only).
+func (rc *replCluster) powerOff(n *mirrorbed.Node) {
+	t := rc.t
+	t.Helper()
+	if err := n.Host.Kill9(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Host.CutAll(); err != nil {
+		t.Fatal(err)
+	}
+	held, err := n.HoldsVIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held {
+		if err := n.Host.DelAddr(rc.Opts.VIPNetwork, rc.Opts.VIP); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func stopWriter(t *testing.T, p *testbed.Process) {

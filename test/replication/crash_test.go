@@ -40,9 +40,7 @@ func TestKillPrimaryDuringWrites(t *testing.T) {
 			t.Fatalf("iteration %d: writer on %s acknowledged nothing in 20s", i, prim.Name)
 		}
 		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
-		if err := prim.PowerOff(); err != nil {
-			t.Fatal(err)
-		}
+		rc.powerOff(prim)
 		<-w.Done()
 		acks, err := readAcks(acksPath)
 		if err != nil {

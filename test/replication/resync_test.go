@@ -130,9 +130,7 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		{
 			name: "kill -9 of the secondary",
 			away: func() (*mirrorbed.Node, *mirrorbed.Node) {
-				if err := second.PowerOff(); err != nil {
-					t.Fatal(err)
-				}
+				rc.powerOff(second)
 				waitState(t, prim, "ALONE", "Ready")
 				return prim, second
 			},
@@ -145,9 +143,7 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		{
 			name: "kill -9 of the primary",
 			away: func() (*mirrorbed.Node, *mirrorbed.Node) {
-				if err := prim.PowerOff(); err != nil {
-					t.Fatal(err)
-				}
+				rc.powerOff(prim)
 				waitState(t, second, "ALONE", "Ready")
 				return second, prim
 			},
