@@ -669,7 +669,7 @@ func TestOwnerModeAndTimesCarried(t *testing.T) {
 			t.Errorf("%s: mtime %d, want %d", p, st.Mtim.Nano(), mtime)
 		}
 	}
-	check("d", 0o2775, 1000, 1001, 0) // its time changed with its entries
+	check("d", 0o2775, 1000, 1001, 0)      // its time changed with its entries
 	check("d/f", 0o4755, 1000, 1001, mt+1) // setuid kept despite the chown
 	check("d/p", 0o640, 5, 6, mt+2)
 	check("d/l", 0, 7, 8, mt+3)
