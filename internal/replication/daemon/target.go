@@ -253,9 +253,6 @@ func (j *journaledTree) ApplyDeferred(o op.Op, durable bool) error {
 		return fmt.Errorf("journal %s of %s: %w", o.Kind, o.Path, err)
 	}
 	err = j.tree.ApplyDeferred(o, durable)
-	if err == nil {
-		err = j.keepMtime(&o, durable)
-	}
 	jn.Done(tk, err == nil)
 	if err == nil && o.Kind == op.Write {
 		j.t.mu.Lock()
@@ -263,27 +260,6 @@ func (j *journaledTree) ApplyDeferred(o op.Op, durable bool) error {
 		j.t.mu.Unlock()
 	}
 	return err
-}
-
-// keepMtime gives the object the modification time the primary's
-// capture reported for it (capture's contract: Write, Truncate,
-// Fallocate and creations carry it so the trees stay identical).
-// apply.Tree does not honour Op.Mtime on those kinds yet, so the daemon
-// follows them with a Utimes through the same confined resolution.
-func (j *journaledTree) keepMtime(o *op.Op, durable bool) error {
-	if o.Mtime == 0 || o.Mtime == op.OmitTime {
-		return nil
-	}
-	switch o.Kind {
-	case op.Write, op.Truncate, op.Fallocate, op.Create, op.Mkdir, op.Mknod, op.Symlink:
-	default:
-		return nil
-	}
-	u := op.Op{Kind: op.Utimes, Dir: o.Dir, Path: o.Path, Atime: op.OmitTime, Mtime: o.Mtime}
-	if err := j.tree.ApplyDeferred(u, durable); err != nil {
-		return fmt.Errorf("set modification time of %s: %w", o.Path, err)
-	}
-	return nil
 }
 
 // Flush implements wire.Target.
