@@ -155,9 +155,12 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		},
 	}
 	for i, sc := range scenarios {
+		// The node that goes away may be killed: read where its event
+		// log is now.
+		seqs := map[string]uint64{prim.Name: lastSeq(t, prim), second.Name: lastSeq(t, second)}
 		serving, away := sc.away()
 		changed := change(t, rc.dirs[serving.Name], i)
-		seq := lastSeq(t, away)
+		seq := seqs[away.Name]
 		sc.back(away)
 		waitRoles(t, serving, away)
 		r := waitResync(t, away, seq)
