@@ -84,13 +84,13 @@ func (a *applier) use(e *entry) *entry {
 
 // openBeneath resolves p inside the tree without following any symlink.
 func (a *applier) openBeneath(p string, flags uint64, mode uint64) (int, error) {
-	for {
+	for try := 0; ; try++ {
 		fd, err := unix.Openat2(a.root().fd, p, &unix.OpenHow{
 			Flags:   flags | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 			Mode:    mode,
 			Resolve: resolveFlags,
 		})
-		if err == unix.EINTR || err == unix.EAGAIN {
+		if (err == unix.EINTR || err == unix.EAGAIN) && try < maxOpenRetries {
 			// EAGAIN: a concurrent rename elsewhere on the system made the
 			// kernel give up a RESOLVE_BENEATH lookup; retrying is safe.
 			continue
@@ -98,6 +98,9 @@ func (a *applier) openBeneath(p string, flags uint64, mode uint64) (int, error) 
 		return fd, err
 	}
 }
+
+// maxOpenRetries bounds the retries of an interrupted lookup.
+const maxOpenRetries = 100
 
 // dirEntry returns a descriptor of the directory p.
 func (a *applier) dirEntry(p string) (*entry, error) {
