@@ -81,7 +81,7 @@ func newDiffCmd() *cobra.Command {
 			}
 			rep := resp.Diff
 			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s: %d objects to change, %d bytes to send, about %v\n%s\n",
-				rep.Peer, rep.Local, rep.Files, rep.Bytes, rep.Estimate.Round(time.Second), rep.Reason)
+				rep.Source, rep.Target, rep.Files, rep.Bytes, rep.Estimate.Round(time.Millisecond), rep.Reason)
 			return nil
 		},
 	}

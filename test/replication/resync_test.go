@@ -6,6 +6,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -161,6 +162,11 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		serving, away := sc.away()
 		changed := change(t, rc.dirs[serving.Name], i)
 		seq := seqs[away.Name]
+		if i == 0 {
+			// The stopped node's daemon still runs: both tools compare
+			// with it before the resync.
+			checkToolsSeeChange(t, rc, serving)
+		}
 		sc.back(away)
 		waitRoles(t, serving, away)
 		r := waitResync(t, away, seq)
@@ -176,6 +182,26 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		prim, second = serving, away
 		waitClean(t, prim)
 		waitClean(t, second)
+	}
+}
+
+// checkToolsSeeChange: halo verify lists the differences and exits 1,
+// halo diff estimates a resync of some bytes, halo status -v shows the
+// replication resources.
+func checkToolsSeeChange(t *testing.T, rc *replCluster, n *mirrorbed.Node) {
+	t.Helper()
+	out, same := rc.verify(n)
+	if same || !strings.Contains(out, "base.dat") || !strings.Contains(out, "new-0.dat") {
+		t.Errorf("halo verify with a node behind: identical=%v, output:\n%s", same, out)
+	}
+	out, code, err := n.CLI(ctxFor(t, time.Minute), "diff", module)
+	if err != nil || code != 0 || !strings.Contains(out, "bytes to send") || strings.Contains(out, " 0 bytes to send") {
+		t.Errorf("halo diff: exit %d, %v:\n%s", code, err, out)
+	}
+	t.Logf("halo diff on %s: %s", n.Name, strings.TrimSpace(out))
+	out, code, err = n.CLI(ctxFor(t, time.Minute), "status", "-v", module)
+	if err != nil || !strings.Contains(out, "replication.mode") || !strings.Contains(out, "replication.lag") || !strings.Contains(out, "replication.rate") {
+		t.Errorf("halo status -v: exit %d, %v:\n%s", code, err, out)
 	}
 }
 

@@ -38,6 +38,9 @@ const (
 	purposeResync   = 'R'
 	purposeVerify   = 'V'
 	purposeEstimate = 'E'
+	// purposeEstimateFrom: an estimate of a resync from the initiator to
+	// the acceptor; the acceptor runs the session's target end.
+	purposeEstimateFrom = 'F'
 )
 
 type sessionHeader struct {
@@ -191,6 +194,18 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		// until it goes live again (an operation sent meanwhile is also
 		// journaled, so a pass sends it again).
 		src.sink.pause()
+	}
+	if h.purpose == purposeEstimateFrom {
+		rate := float64(d.repl.Resync.Bandwidth)
+		if rate <= 0 {
+			rate = diffRate
+		}
+		_, err := resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(dir), Excludes: d.repl.Dirs[dir].Exclude,
+			Request: resync.Request{Kind: resync.RequestEstimate, Rate: rate}})
+		if err != nil {
+			d.logger.Warn("estimate for the peer failed", "error", err)
+		}
+		return
 	}
 	switch {
 	case h.purpose == purposeResync:
@@ -718,7 +733,14 @@ func (d *Daemon) readOnlySession(ctx context.Context, purpose byte, req resync.R
 		if err != nil {
 			return nil, err
 		}
-		res, err := resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
+		var res resync.Result
+		if purpose == purposeEstimateFrom {
+			// This node is the source of the resync estimated: it runs the
+			// session's source end, the peer its target end.
+			res, err = resync.RunSource(ctx, conns, resync.SourceConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Options: d.resyncOptions(nil)})
+		} else {
+			res, err = resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
+		}
 		for _, c := range conns {
 			c.Close()
 		}
@@ -797,11 +819,21 @@ func (d *Daemon) diff(ctx context.Context) (*ctl.DiffReport, error) {
 	if rate <= 0 {
 		rate = diffRate
 	}
-	res, err := d.readOnlySession(ctx, purposeEstimate, resync.Request{Kind: resync.RequestEstimate, Rate: rate})
+	// A resync goes from the node that is not a target to the target:
+	// estimate that direction.
+	d.mu.Lock()
+	target := d.tgt != nil
+	d.mu.Unlock()
+	purpose := byte(purposeEstimateFrom)
+	rep := &ctl.DiffReport{Source: d.cfg.Node, Target: d.peer, Full: true}
+	if target {
+		purpose = purposeEstimate
+		rep.Source, rep.Target = d.peer, d.cfg.Node
+	}
+	res, err := d.readOnlySession(ctx, purpose, resync.Request{Kind: resync.RequestEstimate, Rate: rate})
 	if err != nil {
 		return nil, err
 	}
-	rep := &ctl.DiffReport{Local: d.cfg.Node, Peer: d.peer, Full: true}
 	for _, r := range res {
 		if e := r.Estimate; e != nil {
 			rep.Files += e.Files

@@ -153,14 +153,15 @@ type VerifyReport struct {
 	Took      time.Duration `json:"took"`
 }
 
-// DiffReport estimates what a resync would send now.
+// DiffReport estimates what a resync would send now, from Source (the
+// node that is not a target) to Target.
 type DiffReport struct {
-	Local, Peer string
-	Full        bool          `json:"full"`
-	Files       int64         `json:"files"`
-	Bytes       int64         `json:"bytes"`
-	Estimate    time.Duration `json:"estimate"`
-	Reason      string        `json:"reason,omitempty"`
+	Source, Target string
+	Full           bool          `json:"full"`
+	Files          int64         `json:"files"`
+	Bytes          int64         `json:"bytes"`
+	Estimate       time.Duration `json:"estimate"`
+	Reason         string        `json:"reason,omitempty"`
 }
 
 // Event kinds.
