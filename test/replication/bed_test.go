@@ -46,6 +46,8 @@ type clusterOpts struct {
 	mode       string // default sync
 	extra      string // more HCL in the replication block
 	splitBrain string // split_brain_winner
+	// pulse and timeout of the heartbeats (default testPulse, testTimeout).
+	pulse, timeout time.Duration
 }
 
 // newReplCluster deploys the mirror module with one replicated directory
@@ -61,6 +63,9 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
 	opts := mirrorbed.Options{
 		Bin: harness.Bin(t), Module: module, Pulse: testPulse, Timeout: testTimeout,
 		SplitBrainWinner: o.splitBrain,
+	}
+	if o.pulse > 0 {
+		opts.Pulse, opts.Timeout = o.pulse, o.timeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()

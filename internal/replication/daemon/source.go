@@ -151,6 +151,10 @@ func (d *Daemon) stopSource(why string) {
 	if s == nil {
 		return
 	}
+	// Writes fenced by a broken stream were never decided safe to go on
+	// alone; an application still writing through a busy (lazily
+	// detached) mount writes on a node that is no longer the source.
+	s.sink.close(fmt.Errorf("this node is no longer the replication source: %s", why))
 	s.detach(why)
 	s.unmount()
 	d.log("info", fmt.Sprintf("capture of %s stopped: %s", dirList(d), why))
@@ -239,6 +243,10 @@ type sink struct {
 	fenced bool
 	// stalledSince: reported to the agent (a stall or a fence).
 	stalledSince time.Time
+	// closed: the source role ended without a decision to go on alone
+	// (this node becomes a target, the daemon stops): waiting and later
+	// operations fail, since nothing will ever replicate them.
+	closed error
 	last         wire.Stats
 }
 
@@ -258,8 +266,11 @@ func (s *sink) send(ctx context.Context, o op.Op, sync bool) error {
 	for s.fenced {
 		s.cond.Wait()
 	}
-	snd, live := s.sender, s.inSync
+	snd, live, closed := s.sender, s.inSync, s.closed
 	s.mu.Unlock()
+	if closed != nil {
+		return closed
+	}
 	if snd == nil || !live {
 		return nil // journaled: the next resync sends it
 	}
@@ -281,7 +292,7 @@ func (s *sink) send(ctx context.Context, o op.Op, sync bool) error {
 	for s.fenced {
 		s.cond.Wait()
 	}
-	return nil
+	return s.closed
 }
 
 // live reports whether the peer is in sync on a running stream.
@@ -353,6 +364,14 @@ func (s *sink) streamEnded(snd *wire.Sender, cause error) {
 		s.fenceLocked(time.Now(), cause)
 	}
 	s.sender, s.inSync = nil, false
+}
+
+// close ends the sink: fenced and later operations fail with err.
+func (s *sink) close(err error) {
+	s.mu.Lock()
+	s.closed = err
+	s.mu.Unlock()
+	s.drop(err.Error())
 }
 
 // drop releases everything: the peer is no longer replicated to.
