@@ -54,8 +54,8 @@ type Daemon struct {
 	events   *broker
 	sessions sessions
 
-	// roleMu serialises role and resync changes.
-	roleMu sync.Mutex
+	// roleMu serialises role and resync changes; ckptMu checkpoints.
+	roleMu, ckptMu sync.Mutex
 
 	mu      sync.Mutex
 	role    string

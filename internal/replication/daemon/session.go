@@ -320,7 +320,14 @@ func (d *Daemon) checkpointSource(src *sourceRole) error {
 // checkpointAll syncs the trees, then checkpoints every journal at gen
 // (marking again what is in flight): a checkpoint must never say clean
 // what a power loss could still undo.
+//
+// It does not hold the role lock (a sync may take long, and a failover
+// must not wait for it): whatever happens to the peer meanwhile, every
+// operation it may lack is in flight or marked since the checkpoint
+// began, and is marked again.
 func (d *Daemon) checkpointAll(under []*os.File, gen uint64) error {
+	d.ckptMu.Lock()
+	defer d.ckptMu.Unlock()
 	if gen == 0 {
 		return errors.New("checkpoint: no data generation known (the agent did not send it)")
 	}
@@ -523,6 +530,10 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 	for deadline := time.Now().Add(syncedWait); t.liveStream() == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The stream the source will go live on: if another replaces it
+	// before the end, the source's new stream is not live and this node
+	// must not believe it is in sync.
+	stream := t.liveStream()
 	id := newSessionID()
 	results := make([]*resync.Result, len(d.repl.Dirs))
 	errs := make([]error, len(d.repl.Dirs))
@@ -580,7 +591,7 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 	wg.Wait()
 	err := errors.Join(errs...)
 	if err == nil {
-		err = d.finishResync(ctx, t, r)
+		err = d.finishResync(ctx, t, r, stream)
 	}
 	st := r.status()
 	st.Finished = time.Now()
@@ -635,17 +646,9 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 
 // finishResync makes the target's result durable and checkpointed, and
 // checks that the live stream the source switched to is running.
-func (d *Daemon) finishResync(ctx context.Context, t *targetRole, r *resyncRun) error {
-	deadline := time.Now().Add(syncedWait)
-	for t.liveStream() == nil {
-		if time.Now().After(deadline) {
-			return errors.New("the source went live but no replication stream from it is open")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+func (d *Daemon) finishResync(ctx context.Context, t *targetRole, r *resyncRun, stream *targetStream) error {
+	if stream == nil || t.liveStream() != stream {
+		return errors.New("the replication stream from the source did not stay open through the resync")
 	}
 	if err := t.tree.SyncAll(); err != nil {
 		return fmt.Errorf("sync the resynced trees: %w", err)
@@ -656,7 +659,7 @@ func (d *Daemon) finishResync(ctx context.Context, t *targetRole, r *resyncRun) 
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.stream == nil {
+	if t.stream != stream {
 		return errors.New("the replication stream from the source ended at the end of the resync")
 	}
 	t.inSync, t.syncedGen = true, gen
@@ -678,7 +681,6 @@ func (d *Daemon) checkpointLoop(ctx context.Context) {
 			return
 		case <-tk.C:
 		}
-		d.roleMu.Lock()
 		d.mu.Lock()
 		src, tgt, gen := d.src, d.tgt, d.gen
 		d.mu.Unlock()
@@ -704,7 +706,6 @@ func (d *Daemon) checkpointLoop(ctx context.Context) {
 				}
 			}
 		}
-		d.roleMu.Unlock()
 	}
 }
 

@@ -247,7 +247,7 @@ type sink struct {
 	// (this node becomes a target, the daemon stops): waiting and later
 	// operations fail, since nothing will ever replicate them.
 	closed error
-	last         wire.Stats
+	last   wire.Stats
 }
 
 var _ capture.Sink = (*sink)(nil)
