@@ -305,3 +305,35 @@ func TestDaemonSourceTargetResyncLiveVerify(t *testing.T) {
 		t.Fatalf("verify after the incremental resync: %v", v.Differences)
 	}
 }
+
+// A directory whose must_exist file is missing (the data disk not
+// mounted) is not captured: the role is refused with the reason, and taken
+// once the file is there.
+func TestDaemonRefusesWithoutMustExist(t *testing.T) {
+	p := newPair(t)
+	p.halt("n1")
+	p.mod["n1"].Replication.Dirs[0].MustExist = []string{"PG_VERSION"}
+	p.start("n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := p.ctl["n1"].Call(ctx, ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: 1})
+	var re *ctl.RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, `must_exist "PG_VERSION" is missing`) {
+		t.Fatalf("role source without the must_exist file: %v", err)
+	}
+	if st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; !strings.Contains(st.LastError, "PG_VERSION") {
+		t.Fatalf("status does not say why: %+v", st)
+	}
+	if n, err := fuseMountsAt(p.dirs["n1"]); err != nil || n != 0 {
+		t.Fatalf("%d FUSE mounts on the directory (%v) after the refusal", n, err)
+	}
+	// Written directly (nothing is mounted): the file appears, the role is
+	// taken.
+	if err := os.WriteFile(filepath.Join(p.dirs["n1"], "PG_VERSION"), []byte("16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: 1})
+	if n, err := fuseMountsAt(p.dirs["n1"]); err != nil || n != 1 {
+		t.Fatalf("%d FUSE mounts on the directory (%v) after the file appeared", n, err)
+	}
+}
