@@ -300,12 +300,12 @@ func (rc *replCluster) waitVerified(n *mirrorbed.Node) {
 	t := rc.t
 	t.Helper()
 	var out string
-	for i := 0; i < 5; i++ {
+	for range 10 {
 		var ok bool
 		if out, ok = rc.verify(n); ok {
 			return
 		}
-		time.Sleep(time.Second)
+		time.Sleep(300 * time.Millisecond)
 	}
 	t.Fatalf("halo verify on %s keeps finding differences:\n%s", n.Name, out)
 }

@@ -33,6 +33,7 @@ func TestKillPrimaryDuringWrites(t *testing.T) {
 	totalAcks := 0
 	var resyncs []resyncResult
 	for i := range crashIterations() {
+		began := time.Now()
 		w, acksPath := rc.startWriter(prim, "crash", seed+uint64(i))
 		// At least one acknowledged write, then a random moment.
 		if !waitLines(acksPath, 1, 20*time.Second) {
@@ -61,8 +62,8 @@ func TestKillPrimaryDuringWrites(t *testing.T) {
 		waitRoles(t, second, prim)
 		resyncs = append(resyncs, lastResync(t, prim))
 		rc.waitVerified(second)
-		t.Logf("iteration %d: %s killed after %d acknowledged fsyncs, all on %s; %s resynced (%s), trees identical",
-			i, prim.Name, len(acks), second.Name, prim.Name, resyncs[len(resyncs)-1])
+		t.Logf("iteration %d (%v): %s killed after %d acknowledged fsyncs, all on %s; %s resynced (%s), trees identical",
+			i, time.Since(began).Round(10*time.Millisecond), prim.Name, len(acks), second.Name, prim.Name, resyncs[len(resyncs)-1])
 		prim, second = second, prim
 	}
 	t.Logf("%d kill -9 of the primary, %d acknowledged fsyncs checked, none lost", crashIterations(), totalAcks)
