@@ -144,7 +144,11 @@ type Applier interface {
 type Changes interface {
 	// Track starts recording every change applied to the source tree from
 	// now on, including those of operations in flight, into a fresh map
-	// whose zone size is the journal's.
+	// whose zone size is the journal's. Each map is marked on its own (a
+	// zone already dirty in the journal's map is still new to a tracking
+	// map). A tracking in progress should end at the same instant, so
+	// that each change is in exactly one map: a change recorded in both
+	// is safe but sent twice.
 	Track() (Tracking, error)
 	// Freeze blocks the application's modifying operations and returns
 	// once none is in flight; thaw lets them go on.

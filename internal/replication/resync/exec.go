@@ -48,6 +48,152 @@ func (s *source) handleFailures(fails []opFailure) error {
 	return errors.Join(errs...)
 }
 
+// debugf, when set (tests), traces the passes.
+var debugf func(format string, args ...any)
+
+func trace(format string, args ...any) {
+	if debugf != nil {
+		debugf(format, args...)
+	}
+}
+
+// errSourceGone: a source path listed a moment ago is gone.
+var errSourceGone = errors.New("gone from the source")
+
+// vanished tells whether err means a source path disappeared under a
+// running application (the tracking map has the change: the next pass
+// brings it) rather than a failure.
+func (s *source) vanished(err error) bool {
+	return s.cfg.Changes != nil && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP))
+}
+
+// staleObject is a target object a pass could not bring up to date: its
+// source path vanished (renamed or deleted by the application) between
+// the plan and the read. The tracking map knows where the source object
+// went, but not that this pass left these ranges of it undone: the next
+// pass sends them, wherever the moves it makes on the target take the
+// object (see renamedOnTarget).
+type staleObject struct {
+	ranges []journal.ByteRange
+	meta   bool
+}
+
+// wholeRange stands for every byte of a file.
+var wholeRange = journal.ByteRange{Off: 0, Len: 1<<63 - 1}
+
+// markStale records that the target's object at p (a path of the target's
+// tree as it is now) lacks ranges and maybe metadata.
+func (s *source) markStale(p string, ranges []journal.ByteRange, meta bool) {
+	trace("stale %q %v meta %v", p, ranges, meta)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.stale[p]
+	if o == nil {
+		o = &staleObject{}
+		s.stale[p] = o
+	}
+	o.ranges = append(o.ranges, ranges...)
+	o.meta = o.meta || meta
+}
+
+// renamedOnTarget follows a rename the target applied.
+func (s *source) renamedOnTarget(from, to string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, o := range s.stale {
+		switch {
+		case p == from:
+			delete(s.stale, p)
+			s.stale[to] = o
+		case isUnder(p, from):
+			delete(s.stale, p)
+			s.stale[to+p[len(from):]] = o
+		}
+	}
+}
+
+// goneOnTarget forgets what a delete removed from the target.
+func (s *source) goneOnTarget(dir string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.stale {
+		if p == dir || isUnder(p, dir) {
+			delete(s.stale, p)
+		}
+	}
+}
+
+// takeStale turns the stale objects into items of this pass: ranges merge
+// into the object's Update item, a Whole item covers them, and a path
+// neither names gets an Update item of its own.
+func (s *source) takeStale(items []journal.Item) []journal.Item {
+	s.mu.Lock()
+	stale := s.stale
+	s.stale = map[string]*staleObject{}
+	s.mu.Unlock()
+	if len(stale) == 0 {
+		return items
+	}
+	paths := make([]string, 0, len(stale))
+	for p := range stale {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		o := stale[p]
+		covered, at := false, -1
+		for i, it := range items {
+			if it.Kind == journal.ItemWhole && (it.Path == p || isUnder(p, it.Path)) && !excepted(p, it.Except) {
+				covered = true
+				break
+			}
+			if it.Kind == journal.ItemUpdate && it.Path == p {
+				at = i
+			}
+		}
+		if covered {
+			continue
+		}
+		if at < 0 {
+			items = append(items, journal.Item{Path: p, Kind: journal.ItemUpdate})
+			at = len(items) - 1
+		}
+		it := &items[at]
+		it.Ranges = mergeRanges(append(slices.Clone(it.Ranges), o.ranges...))
+		it.Meta = it.Meta || o.meta
+	}
+	return items
+}
+
+// mergeRanges sorts and merges byte ranges.
+func mergeRanges(rs []journal.ByteRange) []journal.ByteRange {
+	slices.SortFunc(rs, func(a, b journal.ByteRange) int {
+		switch {
+		case a.Off < b.Off:
+			return -1
+		case a.Off > b.Off:
+			return 1
+		}
+		return 0
+	})
+	var out []journal.ByteRange
+	for _, r := range rs {
+		end := r.Off + r.Len
+		if end < r.Off {
+			end = 1<<63 - 1
+		}
+		if n := len(out); n > 0 && r.Off <= out[n-1].Off+out[n-1].Len {
+			last := &out[n-1]
+			if end > last.Off+last.Len {
+				last.Len = end - last.Off
+			}
+			continue
+		}
+		out = append(out, journal.ByteRange{Off: r.Off, Len: end - r.Off})
+	}
+	return out
+}
+
 // ---- sending ops ----
 
 // batch accumulates ops for one connection. One batch is used by one
@@ -331,6 +477,7 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 		if err := s.removeOps(b, d.deletes[k], tgt); err != nil {
 			return err
 		}
+		s.goneOnTarget(d.deletes[k].Path)
 	}
 	for _, e := range d.mkdirs {
 		if err := b.add(op.Op{Kind: op.Mkdir, Path: e.Path, Mode: e.Perm() | 0o700}); err != nil {
@@ -346,7 +493,7 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 	}
 
 	// Phase 2 (every connection): contents and metadata of non-directories.
-	if err := s.parallel(len(d.objects), func(k int, c *clientConn) error {
+	if err := s.parallel(s.fileSlots, len(d.objects), func(k int, c *clientConn) error {
 		return s.syncObject(c, d.objects[k])
 	}); err != nil {
 		return err
@@ -407,9 +554,11 @@ func (s *source) removeOne(b *batch, t *Entry) error {
 	return b.add(op.Op{Kind: kind, Path: t.Path})
 }
 
-// parallel runs n units of work on the session's file slots, each on a
-// connection of its own choosing, and returns the first error.
-func (s *source) parallel(n int, fn func(k int, c *clientConn) error) error {
+// parallel runs n units of work on slots of sem, each on a connection of
+// its own choosing, and returns the first error. Items (which may run a
+// subtree's files in parallel) and files use different semaphores, so an
+// item waiting for its files never holds a slot they need.
+func (s *source) parallel(sem chan struct{}, n int, fn func(k int, c *clientConn) error) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
@@ -420,13 +569,13 @@ func (s *source) parallel(n int, fn func(k int, c *clientConn) error) error {
 	}
 	for k := 0; k < n && !failed(); k++ {
 		select {
-		case s.slots <- struct{}{}:
+		case sem <- struct{}{}:
 		case <-s.ctx.Done():
 			wg.Wait()
 			return context.Cause(s.ctx)
 		}
 		wg.Go(func() {
-			defer func() { <-s.slots }()
+			defer func() { <-sem }()
 			if err := fn(k, s.pick()); err != nil {
 				mu.Lock()
 				if first == nil {
@@ -448,7 +597,14 @@ func (s *source) syncObject(c *clientConn, w work) error {
 	switch e.Kind {
 	case journal.KindFile:
 		if t == nil || !(t.Hashed && e.Hashed && t.Size == e.Size && t.Hash == e.Hash) {
-			if err := s.sendFile(b, e, t); err != nil {
+			err := s.sendFile(b, e, t)
+			if errors.Is(err, errSourceGone) {
+				if t != nil {
+					s.markStale(e.Path, []journal.ByteRange{wholeRange}, true)
+				}
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 			changed = true
@@ -484,8 +640,8 @@ func (s *source) sendFile(b *batch, e, t *Entry) error {
 	bs := s.opt.BlockSize
 	fd, err := openBeneath(s.rootFD, e.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_NONBLOCK)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) && s.cfg.Changes != nil {
-			return nil // gone since listed: the next pass deletes it
+		if s.vanished(err) {
+			return errSourceGone
 		}
 		return fmt.Errorf("open %q: %w", e.Path, err)
 	}
@@ -496,6 +652,11 @@ func (s *source) sendFile(b *batch, e, t *Entry) error {
 		}
 	}
 	nb := (e.Size + bs - 1) / bs
+	if t != nil {
+		trace("send file %q: source size %d, target size %d", e.Path, e.Size, t.Size)
+	} else {
+		trace("send file %q: source size %d, new", e.Path, e.Size)
+	}
 	var cmp int64 // leading blocks compared with the target's
 	var tsize int64
 	if t != nil {
@@ -706,6 +867,7 @@ func (s *source) statSource(p string) (int64, bool) {
 
 // runPlan executes an incremental plan (see the package text).
 func (s *source) runPlan(p *journal.Plan) error {
+	trace("plan: stage %v delete %v unstage %v items %+v", p.Stage, p.Delete, p.Unstage, p.Items)
 	c0 := s.conns[0]
 	for _, it := range p.Items {
 		// Whole items count their files when they list them.
@@ -731,11 +893,23 @@ func (s *source) runPlan(p *journal.Plan) error {
 		if err := c0.barrier(); err != nil {
 			return err
 		}
+		for _, m := range p.Stage {
+			s.mu.Lock()
+			lost := s.missing[m.To]
+			s.mu.Unlock()
+			if !lost {
+				s.renamedOnTarget(m.From, m.To)
+			}
+		}
 	}
 	s.setPhase("delete")
+	for _, d := range p.Delete {
+		s.goneOnTarget(d)
+	}
 	if len(p.Delete) > 0 {
-		if err := s.parallel(len(p.Delete), func(k int, c *clientConn) error {
-			return s.removeTree(c, p.Delete[k])
+		if err := s.parallel(s.itemSlots, len(p.Delete), func(k int, c *clientConn) error {
+			_, err := s.removeTree(c, p.Delete[k])
+			return err
 		}); err != nil {
 			return err
 		}
@@ -765,6 +939,7 @@ func (s *source) runPlan(p *journal.Plan) error {
 			if err := b.add(op.Op{Kind: op.Rename, Path: m.From, Target: m.To}); err != nil {
 				return err
 			}
+			s.renamedOnTarget(m.From, m.To)
 			s.stats.changed.Add(1)
 		}
 		if err := b.send(true); err != nil {
@@ -774,8 +949,10 @@ func (s *source) runPlan(p *journal.Plan) error {
 			return err
 		}
 	}
+	items = s.takeStale(items)
+	trace("items with stale: %+v", items)
 	s.setPhase("send")
-	if err := s.parallel(len(items), func(k int, c *clientConn) error {
+	if err := s.parallel(s.itemSlots, len(items), func(k int, c *clientConn) error {
 		it := items[k]
 		var err error
 		if it.Kind == journal.ItemUpdate {
@@ -796,9 +973,25 @@ func (s *source) runPlan(p *journal.Plan) error {
 	if err := s.barrierAll(); err != nil {
 		return err
 	}
+	// Whatever an interrupted resync left in the staging directory, and
+	// the directory itself, go before the times are set.
 	s.setPhase("directories")
+	dirs := p.Dirs
+	staged, err := s.removeTree(c0, p.StagingDir)
+	if err != nil {
+		return err
+	}
+	if staged || len(p.Stage) > 0 {
+		parent := parentOf(p.StagingDir)
+		if !slices.Contains(dirs, parent) {
+			dirs = append(slices.Clone(dirs), parent) // shallowest: last
+		}
+	}
+	if err := c0.barrier(); err != nil {
+		return err
+	}
 	b := s.newBatch(c0, batchTolerateMissing)
-	for _, dir := range p.Dirs {
+	for _, dir := range dirs {
 		var st unix.Stat_t
 		if statBeneath(s.rootFD, dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
@@ -810,26 +1003,23 @@ func (s *source) runPlan(p *journal.Plan) error {
 	if err := b.send(true); err != nil {
 		return err
 	}
-	// Whatever an interrupted resync left in the staging directory.
-	if err := s.removeTree(c0, p.StagingDir); err != nil {
-		return err
-	}
 	return c0.barrier()
 }
 
-// removeTree removes path on the target, recursively.
-func (s *source) removeTree(c *clientConn, path string) error {
+// removeTree removes path on the target, recursively, and tells whether
+// there was anything.
+func (s *source) removeTree(c *clientConn, path string) (bool, error) {
 	es, err := c.list(path, false, false)
 	if err != nil {
-		return err
+		return false, err
 	}
 	b := s.newBatch(c, batchTolerateMissing)
 	for k := len(es) - 1; k >= 0; k-- {
 		if err := s.removeOne(b, &es[k]); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return b.send(true)
+	return len(es) > 0, b.send(true)
 }
 
 // updateItem sends the changed ranges of an object both sides hold.
@@ -856,14 +1046,31 @@ func (s *source) updateItem(c *clientConn, it journal.Item) error {
 		return s.syncTree(it.Path, nil, c)
 	}
 	e, t := &st.Entries[0], &tes[0]
+	trace("update %q: source size %d target size %d ranges %v", it.Path, e.Size, t.Size, it.Ranges)
 	b := s.newBatch(c, 0)
 	changed := false
 	if e.Kind == journal.KindFile {
 		fd, err := openBeneath(s.rootFD, it.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_NONBLOCK)
 		if err != nil {
+			if s.vanished(err) {
+				// Whole: which of its bytes lie past a size the plan saw
+				// is not known any more.
+				s.markStale(it.Path, []journal.ByteRange{wholeRange}, true)
+				return nil
+			}
 			return fmt.Errorf("open %q: %w", it.Path, err)
 		}
 		defer unix.Close(fd)
+		if t.Size > it.Size && !slices.Contains(it.Ranges, wholeRange) {
+			// The source was it.Size bytes long when planned: whatever the
+			// target holds past it is not the source's. Bytes the source
+			// gains later are either written (the tracking map has them)
+			// or holes, which this truncation makes holes on the target
+			// too.
+			if err := b.add(op.Op{Kind: op.Truncate, Path: it.Path, Size: it.Size}); err != nil {
+				return err
+			}
+		}
 		buf := getBuf(op.MaxData)
 		defer putBuf(buf)
 		for _, r := range it.Ranges {
@@ -973,6 +1180,12 @@ func (s *source) resync() (Result, error) {
 	}
 	if err := pass(func() error { return s.planFrom(m) }); err != nil {
 		return res, err
+	}
+	s.mu.Lock()
+	left := len(s.stale)
+	s.mu.Unlock()
+	if left > 0 {
+		return res, fmt.Errorf("%d source objects vanished during the frozen pass: the freeze does not hold the application", left)
 	}
 	if s.cfg.Synced != nil {
 		if err := s.cfg.Synced(s.ctx); err != nil {

@@ -74,12 +74,14 @@ type source struct {
 		lastAt              time.Time
 		rate                float64
 	}
-	nextConn atomic.Uint64
-	slots    chan struct{} // files in flight
+	nextConn  atomic.Uint64
+	fileSlots chan struct{} // files in flight
+	itemSlots chan struct{} // plan items in flight
 
 	mu        sync.Mutex
 	warnings  []string
 	missing   map[string]bool // staging slots whose object was not there
+	stale     map[string]*staleObject
 	knownDirs map[string]bool // target directories made sure of
 	parentsMu sync.Mutex
 }
@@ -120,7 +122,7 @@ func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, err
 	})
 	defer stop()
 	s := &source{cfg: cfg, opt: opt, rootFD: rootFD, ctx: ctx, cancel: cancel,
-		slots: make(chan struct{}, opt.Parallel), missing: map[string]bool{}, knownDirs: map[string]bool{}}
+		fileSlots: make(chan struct{}, opt.Parallel), itemSlots: make(chan struct{}, opt.Parallel), missing: map[string]bool{}, stale: map[string]*staleObject{}, knownDirs: map[string]bool{}}
 	s.prog.phase.Store("start")
 	if err := preambles(conns); err != nil {
 		return Result{}, ctxErr(ctx, err)
