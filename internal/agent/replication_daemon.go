@@ -74,10 +74,11 @@ type daemonReplication struct {
 }
 
 type daemonWant struct {
-	role   string
-	peer   string
-	gen    uint64
-	resync *ctl.ResyncRequest
+	role    string
+	peer    string
+	gen     uint64
+	primary bool // the module is PRIM here: the peer must be in sync
+	resync  *ctl.ResyncRequest
 }
 
 func newDaemonReplication(r *moduleRunner, dataDir, cfgDir string) *daemonReplication {
@@ -131,6 +132,9 @@ func (d *daemonReplication) setWant(role, peer string) {
 	d.mu.Lock()
 	leavingTarget := d.sent.role == ctl.RoleTarget && role != ctl.RoleTarget
 	d.want.role, d.want.peer, d.want.gen = role, peer, d.currentGen()
+	if role != ctl.RoleSource {
+		d.want.primary = false
+	}
 	if role != ctl.RoleTarget {
 		d.want.resync = nil
 	}
@@ -293,10 +297,24 @@ func (d *daemonReplication) serve(ctx context.Context, h *ctl.Hello) {
 		case <-d.kick:
 			d.push(ctx)
 		case <-tick.C:
+			d.notePrimary()
 			d.push(ctx)
 			d.refreshStatus(ctx)
 		}
 	}
+}
+
+// notePrimary records whether the module is PRIM here: a source daemon
+// then holds writes if its peer is not in sync (see ctl.Request.Primary).
+// The machine enters PRIM only once the peer is in sync, so learning it
+// within a tick leaves no window.
+func (d *daemonReplication) notePrimary() {
+	d.r.mu.Lock()
+	prim := d.r.status.State == core.Prim.String()
+	d.r.mu.Unlock()
+	d.mu.Lock()
+	d.want.primary = prim && d.want.role == ctl.RoleSource
+	d.mu.Unlock()
 }
 
 // push sends the wanted role and resync the daemon has not been told.
@@ -304,16 +322,16 @@ func (d *daemonReplication) push(ctx context.Context) {
 	d.mu.Lock()
 	want, sent := d.want, d.sent
 	d.mu.Unlock()
-	if want.role != "" && (want.role != sent.role || want.peer != sent.peer || want.gen != sent.gen) {
+	if want.role != "" && (want.role != sent.role || want.peer != sent.peer || want.gen != sent.gen || want.primary != sent.primary) {
 		cctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
-		_, err := d.ctl.Call(cctx, ctl.Request{Op: ctl.OpRole, Role: want.role, Peer: want.peer, Gen: want.gen})
+		_, err := d.ctl.Call(cctx, ctl.Request{Op: ctl.OpRole, Role: want.role, Peer: want.peer, Gen: want.gen, Primary: want.primary})
 		cancel()
 		if err != nil {
 			d.logger.Warn("replication role not taken", "role", want.role, "error", err)
 			return
 		}
 		d.mu.Lock()
-		d.sent.role, d.sent.peer, d.sent.gen = want.role, want.peer, want.gen
+		d.sent.role, d.sent.peer, d.sent.gen, d.sent.primary = want.role, want.peer, want.gen, want.primary
 		d.mu.Unlock()
 		select {
 		case d.roleTaken <- struct{}{}:

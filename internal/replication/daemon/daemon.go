@@ -166,7 +166,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.logger.Info("replication daemon running", "module", d.cfg.Module.Name, "node", d.cfg.Node, "pid", os.Getpid(), "socket", sock)
 	// Captured from the start: a node that serves alone is never told a
 	// role (it has no peer), and its writes must be journaled.
-	if err := d.setRole(ctx, ctl.RoleNone, "", 0); err != nil {
+	if err := d.setRole(ctx, ctl.RoleNone, "", 0, false); err != nil {
 		d.logger.Error("directories not captured yet", "error", err)
 	}
 	go func() {
@@ -262,7 +262,7 @@ func (d *Daemon) handle(ctx context.Context, req ctl.Request) ctl.Response {
 	case ctl.OpStatus:
 		return ctl.Response{Status: d.status()}
 	case ctl.OpRole:
-		if err := d.setRole(ctx, req.Role, req.Peer, req.Gen); err != nil {
+		if err := d.setRole(ctx, req.Role, req.Peer, req.Gen, req.Primary); err != nil {
 			return ctl.Response{Error: err.Error()}
 		}
 		return ctl.Response{}
@@ -295,11 +295,22 @@ func (d *Daemon) handle(ctx context.Context, req ctl.Request) ctl.Response {
 
 // setRole takes a role. Taking the same role again only updates the
 // generation.
-func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64) error {
+func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64, primary bool) error {
 	d.roleMu.Lock()
 	defer d.roleMu.Unlock()
 	if peer != "" && peer != d.peer {
 		return fmt.Errorf("%s is not the other node of module %s (%s)", peer, d.cfg.Module.Name, d.peer)
+	}
+	if role == ctl.RoleSource {
+		// Applied after the role below, if it changes.
+		defer func() {
+			d.mu.Lock()
+			src := d.src
+			d.mu.Unlock()
+			if src != nil {
+				src.sink.expectInSync(primary)
+			}
+		}()
 	}
 	if gen != 0 {
 		d.mu.Lock()

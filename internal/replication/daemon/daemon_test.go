@@ -337,3 +337,41 @@ func TestDaemonRefusesWithoutMustExist(t *testing.T) {
 		t.Fatalf("%d FUSE mounts on the directory (%v) after the file appeared", n, err)
 	}
 }
+
+// A PRIM's writes wait when its peer is not in sync on a running stream
+// (the peer's daemon died here): the daemon reports a stall and holds
+// them until the machine degrades to ALONE (role none), then they
+// complete, journaled.
+func TestDaemonPrimaryFencesWithoutPeer(t *testing.T) {
+	p := newPair(t)
+	p.resync(1, 0x1111, true, 0)
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: 0x1111, Primary: true})
+	write(t, filepath.Join(p.dirs["n1"], "a"), []byte("in sync\n"))
+
+	p.halt("n2")
+	p.waitEvent("n1", ctl.EvStalled, 10*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		done <- os.WriteFile(filepath.Join(p.dirs["n1"], "b"), []byte("while fenced\n"), 0o644)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a write completed without the peer while PRIM: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; st.Link != "fenced" || st.StalledSince.IsZero() {
+		t.Fatalf("status while fenced: %+v", st)
+	}
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleNone, Gen: 0x2222})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("fenced write after the degrade: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fenced write did not complete after role none")
+	}
+	if s := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; s.Dirty.Paths == 0 {
+		t.Fatalf("the write made alone is not journaled: %+v", s.Dirty)
+	}
+}

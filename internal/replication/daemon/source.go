@@ -243,6 +243,8 @@ type sink struct {
 	fenced bool
 	// stalledSince: reported to the agent (a stall or a fence).
 	stalledSince time.Time
+	// primary: the machine runs this node as PRIM (see expectInSync).
+	primary bool
 	// closed: the source role ended without a decision to go on alone
 	// (this node becomes a target, the daemon stops): waiting and later
 	// operations fail, since nothing will ever replicate them.
@@ -314,6 +316,20 @@ func (s *sink) setSender(snd *wire.Sender) {
 	}
 }
 
+// expectInSync: the machine runs this node as PRIM. A peer not in sync on
+// a running stream then contradicts it (this daemon restarted, or the
+// stream broke unnoticed): writes are fenced and a stall reported, so the
+// machine degrades to ALONE before any write is acknowledged without the
+// peer.
+func (s *sink) expectInSync(primary bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.primary = primary
+	if primary && !(s.sender != nil && s.inSync) {
+		s.fenceLocked(time.Now(), errors.New("the peer is not in sync while this node is PRIM"))
+	}
+}
+
 // pause stops sending live (a resync starts): operations are journaled
 // and tracked until markSynced.
 func (s *sink) pause() {
@@ -360,7 +376,7 @@ func (s *sink) streamEnded(snd *wire.Sender, cause error) {
 		return
 	}
 	s.last = snd.Stats()
-	if s.inSync {
+	if s.inSync || s.primary {
 		s.fenceLocked(time.Now(), cause)
 	}
 	s.sender, s.inSync = nil, false
@@ -378,7 +394,7 @@ func (s *sink) close(err error) {
 func (s *sink) drop(why string) {
 	s.mu.Lock()
 	snd := s.sender
-	s.sender, s.inSync, s.fenced = nil, false, false
+	s.sender, s.inSync, s.fenced, s.primary = nil, false, false, false
 	s.stalledSince = time.Time{}
 	if snd != nil {
 		s.last = snd.Stats()

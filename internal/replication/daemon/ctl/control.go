@@ -64,6 +64,11 @@ type Request struct {
 	// Gen is the node's current data generation (OpRole, OpResync): new
 	// journal records carry it.
 	Gen uint64 `json:"gen,omitempty"`
+	// Primary (OpRole, source only): the machine runs this node as PRIM,
+	// so the peer must be in sync. A source that cannot say so (its
+	// daemon restarted, its stream broke) holds the writes and reports a
+	// stall until the machine degrades it.
+	Primary bool `json:"primary,omitempty"`
 	// Resync: OpResync.
 	Resync *ResyncRequest `json:"resync,omitempty"`
 }
