@@ -27,6 +27,7 @@ func TestAgentRestartKeepsReplicating(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-prim.Agent.Done()
+	killedAt := time.Now()
 	n := countLines(acks)
 	if !waitLines(acks, n+20, 10*time.Second) {
 		t.Fatalf("writes stopped with the agent dead (%d acknowledged)", n)
@@ -38,6 +39,15 @@ func TestAgentRestartKeepsReplicating(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRoles(t, prim, second)
+	evs, err := prim.Events(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Kind == "state" && e.Time.After(killedAt) {
+			t.Logf("%s after the restart: %s", prim.Name, e.Text)
+		}
+	}
 	if got := rc.daemonPID(prim); got != pid {
 		t.Fatalf("daemon pid %d after the agent restart, %d before: it was restarted, not reattached", got, pid)
 	}
