@@ -57,6 +57,9 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
 	t.Helper()
 	testbed.RequireRoot(t)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if os.Getenv("HALO_REQUIRE_ROOT") == "1" {
+			t.Fatalf("no FUSE on this machine (%v) and HALO_REQUIRE_ROOT=1", err)
+		}
 		t.Skipf("no FUSE on this machine: %v", err)
 	}
 	bed, _ := testbed.New(t, testbed.Options{Hosts: []string{"node1", "node2", "client"}, Networks: []string{"default", "replication"}})
