@@ -138,7 +138,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sock := ctl.SocketPath(d.cfg.DataDir, d.cfg.Module.Name)
-	if _, err := (ctl.Client{Socket: sock}).Call(ctx, ctl.Request{Op: ctl.OpHello}); err == nil {
+	hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := (ctl.Client{Socket: sock}).Call(hctx, ctl.Request{Op: ctl.OpHello})
+	hcancel()
+	if err == nil {
 		d.closeJournals()
 		return fmt.Errorf("another replication daemon of module %s answers on %s", d.cfg.Module.Name, sock)
 	}

@@ -10,9 +10,9 @@
 // serves a control socket at <data>/<module>/repl.sock and writes its pid
 // to <data>/<module>/repl.pid. An agent that starts finds a running daemon
 // by connecting to the socket (Hello names the module and the daemon's
-// pid), and starts a new one only when nothing answers. A daemon whose
-// module is gone from the configuration, or that is asked to Shutdown,
-// unmounts and exits.
+// pid), and starts a new one only when nothing answers. A daemon asked
+// to Shutdown, or sent SIGTERM, unmounts and exits (writes it was holding
+// for the peer then fail: nobody decided they were safe).
 //
 // # Roles
 //
