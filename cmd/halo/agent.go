@@ -15,13 +15,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/halo-ha/halo/internal/agent"
+	"github.com/halo-ha/halo/internal/agent/sched"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/pki"
 	"github.com/halo-ha/halo/internal/pluginhost"
 )
 
 func newAgentCmd() *cobra.Command {
-	var configDir, dataDir, pluginDir, node, socket, logLevel string
+	var configDir, dataDir, pluginDir, node, socket, logLevel, priority string
+	var rtPriority int
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the halo agent on this node",
@@ -31,6 +33,14 @@ Every path has a flag and an environment variable, so several nodes can run on o
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := hclog.New(&hclog.LoggerOptions{Name: "halo", Level: hclog.LevelFromString(logLevel), Output: os.Stderr})
+			policy, err := sched.ParsePolicy(priority)
+			if err != nil {
+				return &exitError{code: 2, msg: err.Error()}
+			}
+			// First, so that every thread of the agent starts real-time;
+			// the processes it starts reset to the normal policy whenever
+			// they start.
+			rt, schedNote := setPriority(policy, rtPriority, logger)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 
@@ -68,6 +78,7 @@ Every path has a flag and an environment variable, so several nodes can run on o
 			opts := agent.Options{
 				Node: node, Version: Version, Cluster: cfg.Cluster, Modules: cfg.Modules,
 				DataDir: dataDir, Socket: socket, Plugins: host, Logger: logger,
+				Realtime: rt, SchedulingNote: schedNote,
 			}
 			if cfg.Cluster != nil {
 				// The TCP API is mutual TLS only: without the cluster's
@@ -109,7 +120,29 @@ Every path has a flag and an environment variable, so several nodes can run on o
 	cmd.Flags().StringVar(&node, "node", os.Getenv("HALO_NODE"), "this node's name in cluster.hcl (env HALO_NODE; default: the host name)")
 	cmd.Flags().StringVar(&socket, "socket", os.Getenv("HALO_SOCKET"), "API socket (env HALO_SOCKET; default <data-dir>/halo.sock)")
 	cmd.Flags().StringVar(&logLevel, "log-level", envOr("HALO_LOG_LEVEL", "info"), "trace, debug, info, warn or error")
+	cmd.Flags().StringVar(&priority, "priority", envOr("HALO_PRIORITY", string(sched.Realtime)),
+		"scheduling of the agent's threads (env HALO_PRIORITY): realtime (SCHED_RR, so that heartbeats stay on time on a saturated node; "+
+			"falls back to normal with a warning without CAP_SYS_NICE) or normal. Plugins, scripts and the application always run at normal priority")
+	cmd.Flags().IntVar(&rtPriority, "rt-priority", sched.DefaultPriority, "real-time priority (1..99) with --priority realtime")
 	return cmd
+}
+
+// setPriority applies the scheduling policy asked for to the agent's
+// threads. It returns the real-time threads (nil at normal priority) and,
+// at normal priority, why.
+func setPriority(policy sched.Policy, rtPriority int, logger hclog.Logger) (*sched.RealtimeThreads, string) {
+	if policy == sched.Normal {
+		logger.Info("agent runs at normal priority (--priority normal): heartbeats may be late when the CPUs are saturated")
+		return nil, "--priority normal"
+	}
+	rt, err := sched.Enable(rtPriority)
+	if err != nil {
+		logger.Warn("real-time priority refused, agent runs at normal priority: heartbeats may be late when the CPUs are saturated (run as root or grant CAP_SYS_NICE)",
+			"error", err)
+		return nil, fmt.Sprintf("real-time priority refused: %v", err)
+	}
+	logger.Info("agent threads run at real-time priority; the processes it starts run at normal priority", "policy", rt.String())
+	return rt, ""
 }
 
 // nodeAddresses lists the node's addresses, in network declaration order,

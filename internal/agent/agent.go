@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/internal/agent/sched"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/httpapi"
 	"github.com/halo-ha/halo/internal/pki"
@@ -72,7 +73,18 @@ type Options struct {
 	// KeepModulesOnExit makes Run return without stopping the modules, as
 	// a crash would (tests use it to play a node's death).
 	KeepModulesOnExit bool
+	// Realtime keeps the agent's threads at real-time priority (nil:
+	// normal priority): Run raises the threads the Go runtime creates
+	// later, and the heartbeat pacers lock theirs.
+	Realtime *sched.RealtimeThreads
+	// SchedulingNote says why the agent runs at normal priority, for the
+	// scheduling resource ("" when Realtime is set).
+	SchedulingNote string
 }
+
+// threadSweepEvery paces the raising of the threads the Go runtime
+// creates after the start (rare after a warm-up) to real-time priority.
+const threadSweepEvery = 250 * time.Millisecond
 
 // Agent runs the modules of one node.
 type Agent struct {
@@ -149,6 +161,8 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 		return nil, err
 	}
 	r.status.Switches, r.status.Loop.Count = ms.switches, ms.loopCount
+	r.realtime = a.opts.Realtime != nil
+	r.schedText = a.schedulingText()
 	for _, c := range witness {
 		r.resources["checker."+c.Name] = api.Resource{Value: core.CheckInit.String(), Message: "split-brain witness, probed before serving without the peer", Since: time.Now().UTC()}
 	}
@@ -254,7 +268,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.run(runCtx) }()
 	}
-	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.names, "socket", a.opts.Socket)
+	if rt := a.opts.Realtime; rt != nil {
+		wg.Go(func() { rt.Maintain(runCtx, threadSweepEvery, a.logger.Named("sched")) })
+	}
+	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.names, "socket", a.opts.Socket, "scheduling", a.schedulingText())
 
 	var serveErr error
 	select {

@@ -104,6 +104,8 @@ type fakeVIP struct {
 	acquires  int
 	releases  int
 	announces int
+	// announceDelay makes Announce that slow (a hung plugin).
+	announceDelay time.Duration
 }
 
 func (f *fakeVIP) Acquire(context.Context) error {
@@ -128,12 +130,22 @@ func (f *fakeVIP) Release(context.Context, bool) error {
 	return nil
 }
 
-func (f *fakeVIP) Announce(context.Context) error {
+func (f *fakeVIP) Announce(ctx context.Context) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.announces++
+	delay := f.announceDelay
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
+
+func (f *fakeVIP) setAnnounceDelay(d time.Duration) { f.mu.Lock(); f.announceDelay = d; f.mu.Unlock() }
 
 func (f *fakeVIP) isHeld() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.held }
 

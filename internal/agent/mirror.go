@@ -57,6 +57,7 @@ type mirrorIO struct {
 	peer     string
 	pulse    time.Duration
 	endpoint *heartbeat.Endpoint
+	pacer    *heartbeatPacer
 	inbox    *heartbeatInbox
 	sender   *peerSender // nil without TLS material: messages cannot be sent
 	witness  []Checker   // splitbrain checkers, run on CheckWitness only
@@ -68,6 +69,10 @@ type mirrorIO struct {
 	witnessBusy bool
 	// shown are the resources the machine reported at the last refresh.
 	shown map[string]string
+	// peerMayHaveAnnounced: since this node last announced its addresses,
+	// the peer was out of sight or serving, and may have announced them
+	// (see reannounceAfterPeer).
+	peerMayHaveAnnounced bool
 }
 
 // heartbeatInbox keeps the newest status received on each network until
@@ -185,6 +190,9 @@ func (a *Agent) newMirrorIO(mod *config.Module, m *mirror.Machine, r *moduleRunn
 		return nil, fmt.Errorf("start heartbeats: %w", err)
 	}
 	mi.endpoint = ep
+	mi.pacer = newHeartbeatPacer(ep, mod.Heartbeat.Pulse, mod.Heartbeat.Timeout, a.opts.Realtime, func(msg string) {
+		r.events.add("log", "warn", msg)
+	})
 	if a.opts.TLS != nil {
 		mi.sender = newPeerSender(mod.Name, peer, peerURLs(c, other, mod), a.opts.TLS.ClientConfig(peer), r.events, r.logger.Named("peer"))
 	}

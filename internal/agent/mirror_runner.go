@@ -13,10 +13,11 @@ import (
 	"github.com/halo-ha/halo/internal/heartbeat"
 )
 
-// sendHeartbeat sends the machine's status to the peer on every heartbeat
-// network: every pulse, and at once when the status changed (onChange),
-// so that votes, handovers and state changes do not wait for the pulse.
-func (r *moduleRunner) sendHeartbeat(onChange bool) {
+// publishHeartbeat hands the machine's status to the heartbeat pacer after
+// a step: the pacer sends it every pulse, and it goes out at once when it
+// changed, so that votes, handovers and state changes do not wait for the
+// pulse.
+func (r *moduleRunner) publishHeartbeat() {
 	mi := r.mirror
 	st := mi.m.Heartbeat()
 	seq := st.Seq
@@ -26,9 +27,7 @@ func (r *moduleRunner) sendHeartbeat(onChange bool) {
 		r.logger.Error("heartbeat not sent", "error", err)
 		return
 	}
-	if onChange && bytes.Equal(key, mi.lastSent) {
-		return
-	}
+	changed := !bytes.Equal(key, mi.lastSent)
 	mi.lastSent = key
 	st.Seq = seq
 	payload, err := encodeStatus(st)
@@ -36,13 +35,12 @@ func (r *moduleRunner) sendHeartbeat(onChange bool) {
 		r.logger.Error("heartbeat not sent", "error", err)
 		return
 	}
-	// Failures are counted and logged (rate-limited) by the endpoint; a
-	// network that fails does not stop the others.
-	_ = mi.endpoint.Send(payload)
+	mi.pacer.publish(payload, time.Now(), changed)
 }
 
-// refreshMirrorStatus copies the machine's view into the API's resources.
-func (r *moduleRunner) refreshMirrorStatus() {
+// refreshMirrorStatus copies the machine's view into the API's resources,
+// and returns it.
+func (r *moduleRunner) refreshMirrorStatus() mirror.Status {
 	mi := r.mirror
 	st := mi.m.Status()
 	links := mi.endpoint.Links()
@@ -80,6 +78,7 @@ func (r *moduleRunner) refreshMirrorStatus() {
 		}
 	}
 	mi.shown = st.Resources
+	return st
 }
 
 // linkText describes the peer's heartbeats on one network.

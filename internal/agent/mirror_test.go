@@ -679,3 +679,31 @@ func TestMirrorNeedsClusterKey(t *testing.T) {
 		t.Fatalf("New without the cluster key: %v", err)
 	}
 }
+
+// A slow step of a node's event loop (here a VIP announcement that takes
+// three heartbeat timeouts, as a hung plugin would) does not stop its
+// heartbeats: the pacer sends them from its own thread, and the peer does
+// not take the busy node for dead.
+func TestMirrorSlowStepKeepsHeartbeats(t *testing.T) {
+	p := newMirrorPair(t, "", false)
+	p.setupPrimSecond()
+	p.kill("n2")
+	p.wait("n1", "ALONE", "Ready")
+	p.vip("n1").setAnnounceDelay(3 * testTimeout)
+	p.start("n2")
+	// n2 back, not serving: n1 announces its address again, and its event
+	// loop is stuck in the announcement meanwhile.
+	p.waitEvent("n1", "announced again: n2 is")
+	p.wait("n2", "SECOND", "Ready")
+	p.wait("n1", "PRIM", "Ready")
+	time.Sleep(2 * testTimeout)
+	if p.hasEvent("n2", "peer n1 lost") {
+		t.Fatalf("n2 lost n1 while n1's event loop was busy:\n%s", p.events("n2"))
+	}
+	if g := p.nodes["n1"].agent.runners["db"].mirror.pacer.longestGap(); g > 2*testPulse+testPulse/2 {
+		t.Errorf("n1's heartbeats were %v apart while its loop was stuck, want about the pulse (%v)", g, testPulse)
+	}
+	if !strings.Contains(p.status("n1").Resources[schedulingResource].Message, "between heartbeats sent") {
+		t.Errorf("scheduling resource: %+v", p.status("n1").Resources[schedulingResource])
+	}
+}

@@ -91,6 +91,14 @@ type moduleRunner struct {
 	// they are stepped on the event loop, those posted during a step right
 	// after it.
 	posted *eventQueue
+
+	// realtime: the agent's threads run at real-time priority; schedText
+	// describes the policy. lag measures the event loop's ticks, every
+	// tickEvery.
+	realtime  bool
+	schedText string
+	lag       loopLag
+	tickEvery time.Duration
 }
 
 type commandReq struct {
@@ -133,25 +141,26 @@ func (r *moduleRunner) run(ctx context.Context) {
 		go func() { defer wg.Done(); r.runChecker(ctx, c) }()
 	}
 	every := tickEvery
-	var pulse <-chan time.Time
 	var received <-chan struct{}
 	if mi := r.mirror; mi != nil {
 		// The machine judges heartbeat timeouts, and its own pauses
 		// (timeout/2 without a tick), on ticks: tick at least twice a pulse.
+		// Its status, published after every step, is never older than a
+		// tick when the pacer sends it.
 		every = min(every, mi.pulse/2)
 		wg.Go(func() {
 			if err := mi.endpoint.Run(ctx); err != nil {
 				r.events.add("log", "error", "heartbeats stopped: "+err.Error())
 			}
 		})
+		wg.Go(func() { mi.pacer.run(ctx) })
 		if mi.sender != nil {
 			wg.Go(func() { mi.sender.run(ctx) })
 		}
-		pt := time.NewTicker(mi.pulse)
-		defer pt.Stop()
-		pulse, received = pt.C, mi.inbox.notify
+		received = mi.inbox.notify
 	}
 	r.releaseLeftoverVIPs(ctx)
+	r.tickEvery = every
 	t := time.NewTicker(every)
 	defer t.Stop()
 	r.step(ctx, core.Tick{Now: time.Now()})
@@ -167,14 +176,10 @@ func (r *moduleRunner) run(ctx context.Context) {
 			r.events.close()
 			return
 		case now := <-t.C:
+			r.lag.tick(time.Now())
 			r.step(ctx, core.Tick{Now: now})
 			r.maintainVIPs(ctx, time.Now())
-		case <-pulse:
-			// The machine sees the time before its status goes out: after
-			// this process was paused, it must notice the pause (and stop
-			// claiming what it claimed before) ahead of telling the peer.
-			r.step(ctx, core.Tick{Now: time.Now()})
-			r.sendHeartbeat(false)
+			r.refreshScheduling(time.Now())
 		case <-received:
 			for _, hb := range r.mirror.inbox.take() {
 				// Stamped when the machine reads it, not when it arrived:
@@ -184,7 +189,7 @@ func (r *moduleRunner) run(ctx context.Context) {
 			}
 		case <-r.posted.notify:
 			r.stepPosted(ctx)
-			r.afterStep()
+			r.afterStep(ctx)
 		case ev := <-r.in:
 			r.step(ctx, ev)
 		case req := <-r.cmds:
@@ -199,7 +204,7 @@ func (r *moduleRunner) run(ctx context.Context) {
 func (r *moduleRunner) step(ctx context.Context, ev core.Event) error {
 	refused := r.apply(ctx, ev)
 	r.stepPosted(ctx)
-	r.afterStep()
+	r.afterStep(ctx)
 	return refused
 }
 
@@ -217,11 +222,14 @@ func (r *moduleRunner) stepPosted(ctx context.Context) {
 }
 
 // afterStep publishes what a step changed: a mirror's view for the API,
-// and its status to the peer when it changed.
-func (r *moduleRunner) afterStep() {
+// its status to the heartbeat pacer (sent at once when it changed), and a
+// new announcement of its addresses when another node may have claimed
+// them.
+func (r *moduleRunner) afterStep(ctx context.Context) {
 	if r.mirror != nil {
-		r.refreshMirrorStatus()
-		r.sendHeartbeat(true)
+		st := r.refreshMirrorStatus()
+		r.publishHeartbeat()
+		r.reannounceAfterPeer(ctx, st)
 	}
 }
 

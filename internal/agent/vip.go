@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/halo-ha/halo/core/mirror"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/sdk/api"
 )
@@ -99,6 +100,58 @@ func (r *moduleRunner) announce(ctx context.Context, s *vipSlot, now time.Time) 
 	}
 	s.announceLeft--
 	s.nextAnnounce = s.nextAnnounce.Add(s.cfg.AnnounceInterval)
+}
+
+// reannounceAfterPeer announces the held addresses again when the peer,
+// which was out of sight or serving since this node last announced them,
+// is seen not serving: it may have announced them meanwhile (a split
+// brain, a peer that served alone, a crashed peer's kernel that kept the
+// address and answered ARP), and neighbours would keep sending to it until
+// their cache entries expire. Call it after every step, with the
+// machine's view.
+//
+// After a pause of this node the machine's view of the peer may be old;
+// it cannot trigger an announcement: a view of a visible peer not serving
+// already cleared the flag before the pause, and a peer lost or serving
+// before it stays so until a fresh heartbeat says otherwise.
+func (r *moduleRunner) reannounceAfterPeer(ctx context.Context, st mirror.Status) {
+	mi := r.mirror
+	held := false
+	for _, s := range r.vips {
+		held = held || s.want && s.synced
+	}
+	switch {
+	case !held || !st.State.Serving():
+		// An acquire announces on its own.
+		mi.peerMayHaveAnnounced = false
+	case !st.PeerVisible || st.Peer.State.Serving():
+		mi.peerMayHaveAnnounced = true
+	case mi.peerMayHaveAnnounced:
+		mi.peerMayHaveAnnounced = false
+		r.reannounce(ctx, fmt.Sprintf("%s is %s/%s: it may have announced the address meanwhile", mi.peer, st.Peer.State, st.Peer.Readiness))
+	}
+}
+
+// reannounce announces every held address now and schedules the usual
+// repeats, as after an acquire.
+func (r *moduleRunner) reannounce(ctx context.Context, why string) {
+	now := time.Now()
+	for _, s := range r.vips {
+		if !s.want || !s.synced || s.cfg.AnnounceCount == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, vipCallTimeout)
+		err := s.runner.Announce(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.logger.Warn("VIP announcement failed", "address", s.cfg.Address, "error", err)
+		}
+		s.announceLeft, s.nextAnnounce = s.cfg.AnnounceCount-1, now.Add(s.cfg.AnnounceInterval)
+		r.events.add("action", "info", fmt.Sprintf("VIP %s announced again: %s", s.cfg.Address, why))
+	}
 }
 
 // releaseLeftoverVIPs releases every address when the runner starts: a

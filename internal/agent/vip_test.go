@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/halo-ha/halo/core"
+	"github.com/halo-ha/halo/core/mirror"
 	"github.com/halo-ha/halo/internal/config"
 )
 
@@ -71,5 +73,58 @@ func TestVIPAnnouncementsDroppedWhenLate(t *testing.T) {
 	}
 	if !fv.isHeld() {
 		t.Fatal("dropping announcements released the address")
+	}
+}
+
+// A serving node announces its address again, with the usual repeats, when
+// its peer, out of sight or serving since the last announcement, is seen
+// not serving: the split-brain loser that stepped down, a peer back after
+// a crash. Never while the peer serves, nor twice for one change.
+func TestVIPAnnouncedAgainWhenPeerStopsServing(t *testing.T) {
+	r, s, fv := newVIPTestRunner(t)
+	r.mirror = &mirrorIO{peer: "n2"}
+	ctx := context.Background()
+	view := func(self core.State, visible bool, peer core.State) mirror.Status {
+		return mirror.Status{State: self, Readiness: core.Ready, PeerVisible: visible,
+			Peer: mirror.PeerStatus{Node: "n2", State: peer, Readiness: core.Ready}}
+	}
+	r.setVIPs(ctx, true)
+	s.announceLeft = 0 // the acquire's repeats are done
+
+	steps := []struct {
+		name      string
+		st        mirror.Status
+		announces int
+	}{
+		{"peer SECOND all along", view(core.Prim, true, core.Second), 0},
+		{"peer lost", view(core.Alone, false, core.Second), 0},
+		{"still lost", view(core.Alone, false, core.Second), 0},
+		{"peer back, serving (split brain)", view(core.Alone, true, core.Alone), 0},
+		{"peer stepped down", view(core.Alone, true, core.Second), 1},
+		{"same view again", view(core.Prim, true, core.Second), 1},
+		{"peer WAIT, never served since", view(core.Prim, true, core.Wait), 1},
+	}
+	for _, x := range steps {
+		r.reannounceAfterPeer(ctx, x.st)
+		if fv.announces != x.announces {
+			t.Fatalf("%s: %d announcements, want %d", x.name, fv.announces, x.announces)
+		}
+	}
+	if s.announceLeft != 2 || s.nextAnnounce.Before(time.Now().Add(500*time.Millisecond)) {
+		t.Fatalf("after the new announcement: %d repeats left, next at %v; want announce_count-1 = 2, a second from now", s.announceLeft, s.nextAnnounce)
+	}
+	if !logHas(r.events.since(0, 0), "VIP 198.18.0.100/24 announced again: n2 is SECOND/Ready") {
+		t.Fatalf("no event for the new announcement: %v", texts(r.events.since(0, 0)))
+	}
+
+	// A node that does not serve (it stepped down itself) announces
+	// nothing, and forgets what it saw: an acquire announces on its own.
+	r.reannounceAfterPeer(ctx, view(core.Alone, true, core.Alone))
+	r.setVIPs(ctx, false)
+	r.reannounceAfterPeer(ctx, view(core.Second, true, core.Alone))
+	r.setVIPs(ctx, true)
+	r.reannounceAfterPeer(ctx, view(core.Alone, true, core.Second))
+	if fv.announces != 1 {
+		t.Fatalf("%d announcements by a node that stepped down then served again, want the 1 before", fv.announces)
 	}
 }
