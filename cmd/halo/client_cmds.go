@@ -46,7 +46,7 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the agent")
 }
 
-func (f *clientFlags) client() *api.Client { return api.NewUnixClient(f.socket) }
+func (f *clientFlags) client() *api.Client { return api.NewUnixClient(f.socket).WithOrigin("cli") }
 
 func (f *clientFlags) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), f.timeout)

@@ -229,7 +229,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	router := httpapi.NewRouter(a)
 	router.HandleFunc(PeerMessagePath, a.handlePeerMessage).Methods(http.MethodPost)
 	srv := &http.Server{
-		Handler: router, ReadHeaderTimeout: 10 * time.Second,
+		Handler: withOrigin(router), ReadHeaderTimeout: 10 * time.Second,
 		// Handshake failures (a client without a cluster certificate) are
 		// worth seeing, not on the agent's raw stderr.
 		ErrorLog: a.logger.Named("api").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}),
@@ -382,7 +382,7 @@ func (a *Agent) Command(ctx context.Context, module string, req api.CommandReque
 	if req.Checker != "" && r.mod.Check(req.Checker) == nil {
 		return api.CommandResult{}, httpapi.NotFound("module %s has no checker %q", module, req.Checker)
 	}
-	cmd := core.Command{At: time.Now(), Kind: kind, FullSync: req.FullSync, Checker: req.Checker, Origin: "api"}
+	cmd := core.Command{At: time.Now(), Kind: kind, FullSync: req.FullSync, Checker: req.Checker, Origin: originOf(ctx)}
 	if err := r.command(ctx, cmd); err != nil {
 		return api.CommandResult{}, err
 	}

@@ -19,8 +19,24 @@ import (
 // Client talks to one halo agent. The zero value is not usable: use
 // NewUnixClient or NewClient.
 type Client struct {
-	base string
-	http *http.Client
+	base   string
+	http   *http.Client
+	origin string
+}
+
+// OriginHeader names who sends a request ("cli", "console", ...): the agent
+// logs commands as "<command> from <origin>". Informational only: it is not
+// authenticated (the socket and the mutual TLS API are). Without it, the
+// agent says "api".
+const OriginHeader = "Halo-Origin"
+
+// WithOrigin returns a copy of c whose requests carry origin in
+// OriginHeader: a lowercase word (letters, digits, '-', at most 32
+// characters); the agent ignores anything else.
+func (c *Client) WithOrigin(origin string) *Client {
+	cc := *c
+	cc.origin = origin
+	return &cc
 }
 
 // NewUnixClient returns a client for the agent's local Unix socket.
@@ -73,6 +89,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.origin != "" {
+		req.Header.Set(OriginHeader, c.origin)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
