@@ -76,6 +76,10 @@ type Tree struct {
 	Entries []Entry
 	Files   int64 // regular files
 	Bytes   int64 // their sizes
+	// vanished: directories (and files listed without a type) that were
+	// renamed or deleted while the tree was walked: their contents are
+	// missing from Entries.
+	vanished []string
 }
 
 // DiffKind names what differs between two entries.

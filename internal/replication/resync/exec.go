@@ -64,50 +64,41 @@ var errSourceGone = errors.New("gone from the source")
 // running application (the tracking map has the change: the next pass
 // brings it) rather than a failure.
 func (s *source) vanished(err error) bool {
-	return s.cfg.Changes != nil && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP))
+	return s.live() && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP))
 }
 
-// staleObject is a target object a pass could not bring up to date: its
-// source path vanished (renamed or deleted by the application) between
-// the plan and the read. The tracking map knows where the source object
-// went, but not that this pass left these ranges of it undone: the next
-// pass sends them, wherever the moves it makes on the target take the
-// object (see renamedOnTarget).
-type staleObject struct {
-	ranges []journal.ByteRange
-	meta   bool
-}
+// live tells whether the application may change the source right now.
+func (s *source) live() bool { return s.cfg.Changes != nil && !s.frozen.Load() }
 
-// wholeRange stands for every byte of a file.
-var wholeRange = journal.ByteRange{Off: 0, Len: 1<<63 - 1}
+// Stale objects. A pass can leave a target object undone when the
+// application renames or deletes its source (or a parent directory) between
+// the plan and the read: the tracking map records where the source object
+// went, but not that this pass did not finish it. Such target paths are
+// remembered, followed through the moves the next pass makes on the
+// target (renamedOnTarget), and sent whole by that pass after its other
+// items.
 
 // markStale records that the target's object at p (a path of the target's
-// tree as it is now) lacks ranges and maybe metadata.
-func (s *source) markStale(p string, ranges []journal.ByteRange, meta bool) {
-	trace("stale %q %v meta %v", p, ranges, meta)
+// tree as it is now) is not known to be up to date.
+func (s *source) markStale(p string) {
+	trace("stale %q", p)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.stale[p]
-	if o == nil {
-		o = &staleObject{}
-		s.stale[p] = o
-	}
-	o.ranges = append(o.ranges, ranges...)
-	o.meta = o.meta || meta
+	s.stale[p] = true
+	s.mu.Unlock()
 }
 
 // renamedOnTarget follows a rename the target applied.
 func (s *source) renamedOnTarget(from, to string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for p, o := range s.stale {
+	for p := range s.stale {
 		switch {
 		case p == from:
 			delete(s.stale, p)
-			s.stale[to] = o
+			s.stale[to] = true
 		case isUnder(p, from):
 			delete(s.stale, p)
-			s.stale[to+p[len(from):]] = o
+			s.stale[to+p[len(from):]] = true
 		}
 	}
 }
@@ -123,73 +114,28 @@ func (s *source) goneOnTarget(dir string) {
 	}
 }
 
-// takeStale turns the stale objects into items of this pass: ranges merge
-// into the object's Update item, a Whole item covers them, and a path
-// neither names gets an Update item of its own.
-func (s *source) takeStale(items []journal.Item) []journal.Item {
+// takeStale returns the stale paths (and forgets them).
+func (s *source) takeStale() []string {
 	s.mu.Lock()
-	stale := s.stale
-	s.stale = map[string]*staleObject{}
-	s.mu.Unlock()
-	if len(stale) == 0 {
-		return items
+	defer s.mu.Unlock()
+	var out []string
+	for p := range s.stale {
+		out = append(out, p)
 	}
-	paths := make([]string, 0, len(stale))
-	for p := range stale {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-	for _, p := range paths {
-		o := stale[p]
-		covered, at := false, -1
-		for i, it := range items {
-			if it.Kind == journal.ItemWhole && (it.Path == p || isUnder(p, it.Path)) && !excepted(p, it.Except) {
-				covered = true
-				break
-			}
-			if it.Kind == journal.ItemUpdate && it.Path == p {
-				at = i
-			}
-		}
-		if covered {
-			continue
-		}
-		if at < 0 {
-			items = append(items, journal.Item{Path: p, Kind: journal.ItemUpdate})
-			at = len(items) - 1
-		}
-		it := &items[at]
-		it.Ranges = mergeRanges(append(slices.Clone(it.Ranges), o.ranges...))
-		it.Meta = it.Meta || o.meta
-	}
-	return items
+	clear(s.stale)
+	return out
 }
 
-// mergeRanges sorts and merges byte ranges.
-func mergeRanges(rs []journal.ByteRange) []journal.ByteRange {
-	slices.SortFunc(rs, func(a, b journal.ByteRange) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
-	var out []journal.ByteRange
-	for _, r := range rs {
-		end := r.Off + r.Len
-		if end < r.Off {
-			end = 1<<63 - 1
-		}
-		if n := len(out); n > 0 && r.Off <= out[n-1].Off+out[n-1].Len {
-			last := &out[n-1]
-			if end > last.Off+last.Len {
-				last.Len = end - last.Off
-			}
+// outermost sorts paths and drops those below another.
+func outermost(paths []string) []string {
+	paths = slices.Clone(paths)
+	slices.SortFunc(paths, comparePaths)
+	var out []string
+	for _, p := range paths {
+		if n := len(out); n > 0 && (out[n-1] == p || out[n-1] == "" || isUnder(p, out[n-1])) {
 			continue
 		}
-		out = append(out, journal.ByteRange{Off: r.Off, Len: end - r.Off})
+		out = append(out, p)
 	}
 	return out
 }
@@ -451,8 +397,20 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 	if terr != nil {
 		return fmt.Errorf("list the target: %w", terr)
 	}
+	if len(src.Entries) == 0 && prefix != "" && s.live() {
+		// Gone from the source since planned: renamed or deleted by the
+		// application (possibly with a parent). The next pass finishes
+		// this item wherever the object is then, or deletes it.
+		s.markStale(prefix)
+		return nil
+	}
+	// Directories that vanished while the source was listed: what the
+	// target holds there is left alone now and sent whole next pass.
+	for _, v := range src.vanished {
+		s.markStale(v)
+	}
 	srcEntries := dropExcepted(src.Entries, except)
-	tgt = dropExcepted(tgt, except)
+	tgt = dropExcepted(dropExcepted(tgt, except), src.vanished)
 	s.stats.hashed.Add(src.Bytes)
 	var files, bytes int64
 	for i := range srcEntries {
@@ -599,9 +557,7 @@ func (s *source) syncObject(c *clientConn, w work) error {
 		if t == nil || !(t.Hashed && e.Hashed && t.Size == e.Size && t.Hash == e.Hash) {
 			err := s.sendFile(b, e, t)
 			if errors.Is(err, errSourceGone) {
-				if t != nil {
-					s.markStale(e.Path, []journal.ByteRange{wholeRange}, true)
-				}
+				s.markStale(e.Path)
 				return nil
 			}
 			if err != nil {
@@ -868,6 +824,10 @@ func (s *source) statSource(p string) (int64, bool) {
 // runPlan executes an incremental plan (see the package text).
 func (s *source) runPlan(p *journal.Plan) error {
 	trace("plan: stage %v delete %v unstage %v items %+v", p.Stage, p.Delete, p.Unstage, p.Items)
+	s.mu.Lock()
+	clear(s.missing) // slot names are reused by every plan
+	s.wholeLater = nil
+	s.mu.Unlock()
 	c0 := s.conns[0]
 	for _, it := range p.Items {
 		// Whole items count their files when they list them.
@@ -949,8 +909,8 @@ func (s *source) runPlan(p *journal.Plan) error {
 			return err
 		}
 	}
-	items = s.takeStale(items)
-	trace("items with stale: %+v", items)
+	carried := s.takeStale()
+	trace("items %+v, stale %q", items, carried)
 	s.setPhase("send")
 	if err := s.parallel(s.itemSlots, len(items), func(k int, c *clientConn) error {
 		it := items[k]
@@ -967,6 +927,22 @@ func (s *source) runPlan(p *journal.Plan) error {
 			s.prog.filesDone.Add(1)
 		}
 		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.barrierAll(); err != nil {
+		return err
+	}
+	// The objects the previous pass left undone, and the Update items that
+	// found something else than the plan expected, sent whole now that no
+	// other item runs below them.
+	s.mu.Lock()
+	later := append(s.wholeLater, carried...)
+	s.wholeLater = nil
+	s.mu.Unlock()
+	outer := outermost(later)
+	if err := s.parallel(s.itemSlots, len(outer), func(k int, c *clientConn) error {
+		return s.syncTree(outer[k], nil, c)
 	}); err != nil {
 		return err
 	}
@@ -1040,10 +1016,20 @@ func (s *source) updateItem(c *clientConn, it journal.Item) error {
 		return terr
 	}
 	s.stats.files.Add(1)
+	if len(st.Entries) == 0 && s.live() {
+		// Renamed or deleted by the application since the plan: the
+		// tracking map says where it went, and the next pass finishes
+		// what this item was to do, wherever the object then is.
+		s.markStale(it.Path)
+		return nil
+	}
 	if len(st.Entries) != 1 || len(tes) != 1 || !sameObject(&st.Entries[0], &tes[0]) {
-		// Not what the plan expected on one side: sending it whole is
-		// always right.
-		return s.syncTree(it.Path, nil, c)
+		// Not what the plan expected on one side: send it whole, once
+		// the other items (some may lie below it) are done.
+		s.mu.Lock()
+		s.wholeLater = append(s.wholeLater, it.Path)
+		s.mu.Unlock()
+		return nil
 	}
 	e, t := &st.Entries[0], &tes[0]
 	trace("update %q: source size %d target size %d ranges %v", it.Path, e.Size, t.Size, it.Ranges)
@@ -1053,15 +1039,13 @@ func (s *source) updateItem(c *clientConn, it journal.Item) error {
 		fd, err := openBeneath(s.rootFD, it.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_NONBLOCK)
 		if err != nil {
 			if s.vanished(err) {
-				// Whole: which of its bytes lie past a size the plan saw
-				// is not known any more.
-				s.markStale(it.Path, []journal.ByteRange{wholeRange}, true)
+				s.markStale(it.Path)
 				return nil
 			}
 			return fmt.Errorf("open %q: %w", it.Path, err)
 		}
 		defer unix.Close(fd)
-		if t.Size > it.Size && !slices.Contains(it.Ranges, wholeRange) {
+		if t.Size > it.Size {
 			// The source was it.Size bytes long when planned: whatever the
 			// target holds past it is not the source's. Bytes the source
 			// gains later are either written (the tracking map has them)
@@ -1168,6 +1152,7 @@ func (s *source) resync() (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("freeze the source: %w", err)
 	}
+	s.frozen.Store(true)
 	defer func() {
 		if thaw != nil {
 			thaw()

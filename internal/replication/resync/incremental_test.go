@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,13 +92,36 @@ type writer struct {
 	j     *journaledTree
 	rng   *rand.Rand
 	files []string
+	dirs  []string // top-level directories the files live in
 	n     int
 	ops   atomic.Int64
 }
 
+func (w *writer) dir() string { return w.dirs[w.rng.IntN(len(w.dirs))] }
+
 func (w *writer) step() error {
 	w.ops.Add(1)
-	switch k := w.rng.IntN(100); {
+	switch k := w.rng.IntN(104); {
+	case k >= 100:
+		// Rename a whole directory (its files move with it), or make one.
+		w.n++
+		to := fmt.Sprintf("dir%d", w.n)
+		if k == 100 {
+			w.dirs = append(w.dirs, to)
+			return w.j.Mkdir(to)
+		}
+		i := w.rng.IntN(len(w.dirs))
+		from := w.dirs[i]
+		if err := w.j.Rename(from, to); err != nil {
+			return err
+		}
+		w.dirs[i] = to
+		for j, f := range w.files {
+			if strings.HasPrefix(f, from+"/") {
+				w.files[j] = to + f[len(from):]
+			}
+		}
+		return nil
 	case k < 55 && len(w.files) > 0:
 		f := w.files[w.rng.IntN(len(w.files))]
 		off := w.rng.Int64N(3 << 20)
@@ -105,13 +130,13 @@ func (w *writer) step() error {
 		return w.j.Truncate(w.files[w.rng.IntN(len(w.files))], w.rng.Int64N(2<<20))
 	case k < 80:
 		w.n++
-		p := fmt.Sprintf("d%d/new%d", w.n%3, w.n)
+		p := fmt.Sprintf("%s/new%d", w.dir(), w.n)
 		w.files = append(w.files, p)
 		return w.j.Create(p, pattern(w.rng.IntN(300000), byte(w.n)))
 	case k < 90 && len(w.files) > 1:
 		i := w.rng.IntN(len(w.files))
 		w.n++
-		to := fmt.Sprintf("d%d/ren%d", w.n%3, w.n)
+		to := fmt.Sprintf("%s/ren%d", w.dir(), w.n)
 		if err := w.j.Rename(w.files[i], to); err != nil {
 			return err
 		}
@@ -134,7 +159,16 @@ func concurrentResync(t *testing.T, full bool) {
 	src, tgt := sameBase(t, 9, 1<<20)
 	js, jt := newJournaledTree(t, src, baseGen), newJournaledTree(t, tgt, baseGen)
 	js.mirror = tgt
-	w := &writer{j: js, rng: rand.New(rand.NewPCG(1, 2))}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("HALO_RESYNC_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("writer seed %d (HALO_RESYNC_SEED replays it)", seed)
+	if os.Getenv("HALO_RESYNC_TRACE") != "" {
+		debugf = t.Logf
+		defer func() { debugf = nil }()
+	}
+	w := &writer{j: js, rng: rand.New(rand.NewPCG(seed, 2)), dirs: []string{"d0", "d1", "d2"}}
 	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
 			rel, _ := filepath.Rel(src, p)

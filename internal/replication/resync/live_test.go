@@ -146,6 +146,7 @@ func (j *journaledTree) Truncate(rel string, size int64) error {
 func (j *journaledTree) Create(rel string, data []byte) error {
 	j.gate.RLock()
 	defer j.gate.RUnlock()
+	trace("writer: create %s", rel)
 	return j.structural(journal.Op{Kind: journal.OpCreate, Path: rel}, func() error {
 		return j.both(func(root string) error { return os.WriteFile(at(root, rel), data, 0o644) }, rel)
 	})
@@ -164,6 +165,7 @@ func (j *journaledTree) Mkdir(rel string) error {
 func (j *journaledTree) Remove(rel string) error {
 	j.gate.RLock()
 	defer j.gate.RUnlock()
+	trace("writer: remove %s", rel)
 	return j.structural(journal.Op{Kind: journal.OpDelete, Path: rel}, func() error {
 		return j.both(func(root string) error { return os.Remove(at(root, rel)) }, rel)
 	})
@@ -173,6 +175,7 @@ func (j *journaledTree) Remove(rel string) error {
 func (j *journaledTree) Rename(from, to string) error {
 	j.gate.RLock()
 	defer j.gate.RUnlock()
+	trace("writer: rename %s %s", from, to)
 	return j.structural(journal.Op{Kind: journal.OpRename, Path: from, To: to}, func() error {
 		return j.both(func(root string) error { return os.Rename(at(root, from), at(root, to)) }, from, to)
 	})
@@ -198,6 +201,7 @@ func (j *journaledTree) Snapshot() *journal.ZoneMap {
 func (j *journaledTree) Track() (Tracking, error) {
 	j.gate.Lock() // nothing in flight: the new map misses nothing
 	defer j.gate.Unlock()
+	trace("writer: track")
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	m, err := journal.NewZoneMap(j.m.ZoneSize())

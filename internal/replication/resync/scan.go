@@ -2,6 +2,7 @@ package resync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"runtime"
@@ -44,12 +45,27 @@ func Scan(ctx context.Context, root string, opt ScanOptions) (*Tree, error) {
 	}
 	defer unix.Close(rootFD)
 	s := &scanner{ctx: ctx, root: root, rootFD: rootFD, opt: opt, excludes: excludeList(opt.Excludes)}
+	if opt.Prefix == journal.DefaultStagingDir || isUnder(opt.Prefix, journal.DefaultStagingDir) {
+		// Asked for explicitly: the resync's own staging directory.
+		s.excludes = opt.Excludes
+	}
 	s.cond = sync.NewCond(&s.mu)
 	t, err := s.run()
+	if errors.Is(err, errPrefixGone) {
+		return &Tree{Root: root}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("scan %s: %w", root, err)
 	}
 	return t, nil
+}
+
+// errPrefixGone: the scanned subtree vanished while listed (a tree in use
+// changes): it is listed as nothing.
+var errPrefixGone = errors.New("prefix vanished")
+
+func gone(err error) bool {
+	return err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP || err == unix.EXDEV
 }
 
 // excludeList adds the resync staging directory to the configured globs.
@@ -143,14 +159,15 @@ type bigFile struct {
 
 // walker is one walking goroutine's buffers.
 type walker struct {
-	s       *scanner
-	id      int
-	entries []Entry
-	big     []int // indexes into entries
-	dents   []byte
-	xbuf    []byte
-	buf     []byte
-	wh      wholeHasher
+	s        *scanner
+	id       int
+	entries  []Entry
+	vanished []string
+	big      []int // indexes into entries
+	dents    []byte
+	xbuf     []byte
+	buf      []byte
+	wh       wholeHasher
 }
 
 func (s *scanner) fail(err error) {
@@ -176,6 +193,9 @@ func (s *scanner) run() (*Tree, error) {
 		w := s.newWalker(0)
 		dir, name := path.Split(s.opt.Prefix)
 		dfd, err := openBeneath(s.rootFD, strings.TrimSuffix(dir, "/"), unix.O_RDONLY|unix.O_DIRECTORY)
+		if gone(err) {
+			return nil, errPrefixGone
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open parent of %q: %w", s.opt.Prefix, err)
 		}
@@ -220,13 +240,17 @@ func (s *scanner) run() (*Tree, error) {
 	}
 	s.parts = make([][]Entry, len(walkers))
 	bigs := make([][]int, len(walkers))
+	var vanished []string
 	for i, w := range walkers {
 		s.parts[i], bigs[i] = w.entries, w.big
+		vanished = append(vanished, w.vanished...)
 	}
 	if err := s.hashBig(bigs); err != nil {
 		return nil, err
 	}
-	return s.tree(), nil
+	t := s.tree()
+	t.vanished = vanished
+	return t, nil
 }
 
 // prefixKind says what the prefix is (0: nothing, or excluded).
@@ -240,7 +264,7 @@ func (s *scanner) prefixKind() (journal.FileKind, error) {
 	dir, name := path.Split(s.opt.Prefix)
 	dfd, err := openBeneath(s.rootFD, strings.TrimSuffix(dir, "/"), unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP || err == unix.EXDEV {
+		if gone(err) {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("open parent of %q: %w", s.opt.Prefix, err)
@@ -307,6 +331,9 @@ func (w *walker) loop() {
 // dirEntry lists directory rel itself (stat and xattrs through its fd).
 func (w *walker) dirEntry(rel string) error {
 	fd, err := openBeneath(w.s.rootFD, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if gone(err) {
+		return errPrefixGone
+	}
 	if err != nil {
 		return fmt.Errorf("open directory %q: %w", rel, err)
 	}
@@ -330,10 +357,16 @@ func (w *walker) readDir(rel string, subdirs *[]string) error {
 		return err
 	}
 	fd, err := openBeneath(w.s.rootFD, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
-	if err != nil {
-		if rel != w.s.opt.Prefix && (err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP || err == unix.EXDEV) {
-			return nil // gone or replaced since its parent was read
+	if gone(err) {
+		if rel == w.s.opt.Prefix {
+			return errPrefixGone
 		}
+		// Renamed or deleted since its parent was read: its contents
+		// are not listed, and whoever compares must know.
+		w.vanished = append(w.vanished, rel)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("open directory %q: %w", rel, err)
 	}
 	defer unix.Close(fd)
@@ -480,6 +513,10 @@ func (w *walker) fill(e *Entry) error {
 		return nil
 	}
 	fd, err := openBeneath(w.s.rootFD, e.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME)
+	if gone(err) {
+		// Moved meanwhile (maybe with a parent): listed, not hashed.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("open %q: %w", e.Path, err)
 	}

@@ -75,15 +75,18 @@ type source struct {
 		rate                float64
 	}
 	nextConn  atomic.Uint64
+	frozen    atomic.Bool   // the final pass runs on a frozen source
 	fileSlots chan struct{} // files in flight
 	itemSlots chan struct{} // plan items in flight
 
-	mu        sync.Mutex
-	warnings  []string
-	missing   map[string]bool // staging slots whose object was not there
-	stale     map[string]*staleObject
-	knownDirs map[string]bool // target directories made sure of
-	parentsMu sync.Mutex
+	mu       sync.Mutex
+	warnings []string
+	missing  map[string]bool // staging slots whose object was not there
+	stale    map[string]bool // target paths a pass left undone
+	// wholeLater: Update items to send whole after the other items.
+	wholeLater []string
+	knownDirs  map[string]bool // target directories made sure of
+	parentsMu  sync.Mutex
 }
 
 func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, error) {
@@ -122,7 +125,7 @@ func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, err
 	})
 	defer stop()
 	s := &source{cfg: cfg, opt: opt, rootFD: rootFD, ctx: ctx, cancel: cancel,
-		fileSlots: make(chan struct{}, opt.Parallel), itemSlots: make(chan struct{}, opt.Parallel), missing: map[string]bool{}, stale: map[string]*staleObject{}, knownDirs: map[string]bool{}}
+		fileSlots: make(chan struct{}, opt.Parallel), itemSlots: make(chan struct{}, opt.Parallel), missing: map[string]bool{}, stale: map[string]bool{}, knownDirs: map[string]bool{}}
 	s.prog.phase.Store("start")
 	if err := preambles(conns); err != nil {
 		return Result{}, ctxErr(ctx, err)
