@@ -423,6 +423,9 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 	s.prog.filesTot.Add(files)
 	s.prog.bytesTot.Add(bytes)
 	d := diffTrees(srcEntries, tgt)
+	if prefix == "" {
+		s.setPhase("send")
+	}
 
 	// Phase 1 (home): parents, deletes (children first), directories.
 	b := s.newBatch(home, 0)
@@ -555,7 +558,7 @@ func (s *source) syncObject(c *clientConn, w work) error {
 	switch e.Kind {
 	case journal.KindFile:
 		if t == nil || !(t.Hashed && e.Hashed && t.Size == e.Size && t.Hash == e.Hash) {
-			err := s.sendFile(b, e, t)
+			err := s.sendFile(b, e, t) // counts its blocks as done
 			if errors.Is(err, errSourceGone) {
 				s.markStale(e.Path)
 				return nil
@@ -564,9 +567,10 @@ func (s *source) syncObject(c *clientConn, w work) error {
 				return err
 			}
 			changed = true
+		} else {
+			s.prog.bytesDone.Add(e.Size)
 		}
 		s.prog.filesDone.Add(1)
-		s.prog.bytesDone.Add(e.Size)
 	case journal.KindSymlink:
 		if t == nil {
 			if err := b.add(op.Op{Kind: op.Symlink, Path: e.Path, Target: e.Target}); err != nil {
@@ -623,9 +627,15 @@ func (s *source) sendFile(b *batch, e, t *Entry) error {
 	defer putBuf(buf)
 	var window []Sum
 	var winFirst int64
+	// A block counts as done once dealt with (compared, or handed to the
+	// connection, which the bandwidth cap paces).
+	var pending int64
+	defer func() { s.prog.bytesDone.Add(pending) }()
 	for i := int64(0); i < nb; i++ {
 		off := i * bs
 		blen := min(bs, e.Size-off)
+		s.prog.bytesDone.Add(pending)
+		pending = blen
 		if i < cmp && cmp > 1 {
 			if i >= winFirst+int64(len(window)) {
 				// Ask for the next window of the target's block hashes.

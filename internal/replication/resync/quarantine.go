@@ -105,13 +105,14 @@ func (q *quarantine) save(rel, reason string) error {
 	}
 	src := os.NewFile(uintptr(fd), rel)
 	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("quarantine %q: %w", rel, err)
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
 	}
+	mtime := time.Unix(0, st.Mtim.Nano())
 	dir, err := q.folder()
 	if err != nil {
 		return err
@@ -135,13 +136,12 @@ func (q *quarantine) save(rel, reason string) error {
 	if err != nil {
 		return fmt.Errorf("quarantine %q: copy: %w", rel, err)
 	}
-	st := fi.Sys().(*unix.Stat_t)
 	// Keep what an administrator needs to put the file back as it was.
-	_ = os.Chmod(dst, fi.Mode().Perm())
+	_ = os.Chmod(dst, os.FileMode(st.Mode&0o777))
 	_ = os.Lchown(dst, int(st.Uid), int(st.Gid))
-	_ = os.Chtimes(dst, time.Unix(0, st.Atim.Nano()), fi.ModTime())
+	_ = os.Chtimes(dst, time.Unix(0, st.Atim.Nano()), mtime)
 	sum := h.Sum128().Bytes()
-	q.files = append(q.files, ManifestEntry{Path: rel, Size: n, Hash: "xxh3-128:" + Sum(sum).String(), Mtime: fi.ModTime().UTC(), Reason: reason})
+	q.files = append(q.files, ManifestEntry{Path: rel, Size: n, Hash: "xxh3-128:" + Sum(sum).String(), Mtime: mtime.UTC(), Reason: reason})
 	q.done[rel] = true
 	return nil
 }
