@@ -88,32 +88,47 @@
 //  1. Before a pass is planned, the source starts tracking its changes
 //     (Changes.Track): a fresh zone map records every change applied to the
 //     source tree from then on, including those of operations in flight
-//     when tracking starts.
+//     when tracking starts; the previous tracking ends at that instant.
 //  2. The pass runs while the application writes. Each item reads the
 //     source when it runs, so what it sends is at least as new as the plan,
 //     possibly torn by concurrent writes; every such write is in the
 //     tracking map.
 //  3. The next pass is planned from the tracking map alone (with an empty
-//     target map: the target changed nothing but what the resync wrote),
-//     and the source starts tracking again first.
-//  4. When a pass found little to send (Options.FreezeBelow) or after
+//     target map: the target changed nothing but what the resync wrote).
+//  4. When a pass sent little (Options.FreezeBelow) or after
 //     Options.MaxPasses, the source freezes the application's modifying
 //     operations (Changes.Freeze waits for those in flight), runs the
 //     final pass from the last tracking map, calls SourceConfig.Synced
 //     while still frozen (the daemon marks the peer in sync: from then on
 //     every write is replicated live before it returns), then thaws.
 //
-// Invariant: when pass k is planned, target and source differ at most where
-// the maps of pass k record a change (the first pass: where either node's
-// journal does; later passes: where the source changed since pass k-1 was
-// planned, because pass k-1 made everything else identical to the source
-// as it was when read, and every read is at least as new as that plan).
-// The final pass runs on a frozen source, so after it target and source
-// are identical, and every later write reaches the target through the live
-// stream, which starts before any of them. No write is lost (each one is in
-// some pass's map or in the live stream) and none is overtaken (no pass
-// runs after the live stream starts, and within a pass a file's operations
-// travel in order on one connection). The freeze lasts one small pass.
+// Invariant: when pass k is planned, the target differs from the source
+// at most where the maps pass k plans from record a change, or at a
+// stale object (below). The first pass plans from both journals. Pass k
+// makes every object it handles identical to the source as read, and every
+// read is at least as new as the start of pass k's tracking, so what is
+// left differs only where that tracking map records a change. The final
+// pass runs on a frozen source, so after it the trees are identical, and
+// every later write reaches the target through the live stream, which
+// starts before any of them. No write is lost (each one is in some pass's
+// map or in the live stream) and none is overtaken (no pass runs after the
+// live stream starts, and within a pass one file's operations travel in
+// order on one connection).
+//
+// Stale objects complete the invariant. A tracking map knows where the
+// source's objects went, not what a pass failed to do to them: when the
+// application renames or deletes an item's source (or a parent directory)
+// between the plan and the read, or a directory vanishes while it is
+// listed, the target object at that path is left as it is and remembered.
+// The source follows it through the renames the next pass makes on the
+// target (the plan moves the target's objects where the source's went)
+// and sends it whole (block comparison) after that pass's other items; a
+// delete drops it. The frozen pass cannot meet one.
+//
+// A pass's own partial updates rely on one more detail: an Update item
+// first truncates the target to the size the source had when planned, so
+// that bytes the source gains afterwards read as holes on both sides
+// unless written (and then in the tracking map).
 //
 // Without Changes (SourceConfig.Changes nil) the source tree must not
 // change during the session: one pass, no freeze (tests, offline copies,
