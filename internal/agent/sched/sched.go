@@ -72,18 +72,14 @@ func (t ThreadPolicy) String() string {
 	return s
 }
 
-// Maintain raises, every interval until ctx ends, the threads created since
-// the previous sweep. A failed sweep is logged once per distinct error.
+// Maintain raises, at once then every interval until ctx ends, the threads
+// created since the previous sweep. A failed sweep is logged once per
+// distinct error.
 func (r *RealtimeThreads) Maintain(ctx context.Context, every time.Duration, logger hclog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	lastErr := ""
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 		n, err := r.Sweep()
 		switch {
 		case err != nil && err.Error() != lastErr:
@@ -91,6 +87,11 @@ func (r *RealtimeThreads) Maintain(ctx context.Context, every time.Duration, log
 			lastErr = err.Error()
 		case err == nil && n > 0:
 			logger.Debug("new agent threads raised to real-time priority", "threads", n, "raised_so_far", r.Raised())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

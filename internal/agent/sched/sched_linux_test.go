@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -206,5 +208,51 @@ func TestParsePolicy(t *testing.T) {
 	}
 	if _, err := Enable(0); err == nil {
 		t.Error("Enable(0) accepted")
+	}
+}
+
+// Maintain raises the threads created while it runs.
+func TestMaintain(t *testing.T) {
+	r := enableForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Maintain(ctx, 5*time.Millisecond, hclog.NewNullLogger()) }()
+	defer func() { cancel(); <-done }()
+	before, err := threadIDs("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range len(before) + 2 {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			<-release
+		})
+	}
+	defer func() { close(release); wg.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ts, err := Threads("self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		normal := 0
+		for _, th := range ts {
+			if !th.RealTime {
+				normal++
+			}
+		}
+		if normal == 0 && len(ts) > len(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d threads still normal after 5s of Maintain (%d before)", normal, len(ts), len(before))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.Raised() == 0 {
+		t.Fatal("Maintain raised no thread although new ones were created")
 	}
 }
