@@ -296,6 +296,7 @@ func (d *daemonReplication) serve(ctx context.Context, h *ctl.Hello) {
 			return
 		case <-d.kick:
 			d.push(ctx)
+			d.refreshStatus(ctx)
 		case <-tick.C:
 			d.notePrimary()
 			d.push(ctx)

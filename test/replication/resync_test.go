@@ -203,6 +203,13 @@ func checkToolsSeeChange(t *testing.T, rc *replCluster, n *mirrorbed.Node) {
 	if err != nil || !strings.Contains(out, "replication.mode") || !strings.Contains(out, "replication.lag") || !strings.Contains(out, "replication.rate") {
 		t.Errorf("halo status -v: exit %d, %v:\n%s", code, err, out)
 	}
+	var repl []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "replication.") {
+			repl = append(repl, strings.TrimSpace(l))
+		}
+	}
+	t.Logf("halo status -v on %s (replication lines):\n  %s", n.Name, strings.Join(repl, "\n  "))
 }
 
 // SPEC §2.2 "replication stalls longer than stall_timeout": the secondary's
