@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -29,6 +30,7 @@ import (
 type pair struct {
 	t     *testing.T
 	dirs  map[string]string
+	more  map[string][]string
 	data  map[string]string
 	ctl   map[string]ctl.Client
 	stop  map[string]context.CancelFunc
@@ -75,7 +77,11 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-func newPair(t *testing.T) *pair {
+func newPair(t *testing.T) *pair { t.Helper(); return newPairDirs(t, 1) }
+
+// newPairDirs makes a pair whose module replicates ndirs directories:
+// dirs[n] is the first, more[n] the others.
+func newPairDirs(t *testing.T, ndirs int) *pair {
 	t.Helper()
 	requireFUSE(t)
 	now := time.Now()
@@ -83,7 +89,7 @@ func newPair(t *testing.T) *pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pair{t: t, dirs: map[string]string{}, data: map[string]string{}, ctl: map[string]ctl.Client{},
+	p := &pair{t: t, dirs: map[string]string{}, more: map[string][]string{}, data: map[string]string{}, ctl: map[string]ctl.Client{},
 		stop: map[string]context.CancelFunc{}, done: map[string]chan error{}, mod: map[string]*config.Module{},
 		mat: map[string]*pki.Material{}, evs: map[string][]ctl.Event{}}
 	p.clust = &config.Cluster{Name: "t"}
@@ -122,6 +128,14 @@ func newPair(t *testing.T) *pair {
 				Resync: config.Resync{Parallel: 2},
 				Dirs:   []*config.Dir{{Path: p.dirs[n], Exclude: []string{"*.tmp"}}},
 			},
+		}
+		for k := 1; k < ndirs; k++ {
+			d := filepath.Join(base, n, fmt.Sprintf("repl%d", k))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			p.more[n] = append(p.more[n], d)
+			p.mod[n].Replication.Dirs = append(p.mod[n].Replication.Dirs, &config.Dir{Path: d})
 		}
 		p.ctl[n] = ctl.Client{Socket: ctl.SocketPath(p.data[n], "db")}
 		p.start(n)
@@ -377,5 +391,33 @@ func TestDaemonPrimaryFencesWithoutPeer(t *testing.T) {
 	}
 	if s := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; s.Dirty.Paths == 0 {
 		t.Fatalf("the write made alone is not journaled: %+v", s.Dirty)
+	}
+}
+
+// Two replicated directories resync together and go live together: a
+// write in either is on the peer when it returns, and an incremental
+// resync covers what both journals hold.
+func TestDaemonTwoDirectories(t *testing.T) {
+	p := newPairDirs(t, 2)
+	write(t, filepath.Join(p.more["n1"][0], "second.txt"), []byte("second dir\n"))
+	p.resync(1, 0x1111, true, 0)
+	if b, err := os.ReadFile(filepath.Join(p.more["n2"][0], "second.txt")); err != nil || string(b) != "second dir\n" {
+		t.Fatalf("second directory after the full resync: %q, %v", b, err)
+	}
+	write(t, filepath.Join(p.dirs["n1"], "live0"), []byte("0"))
+	write(t, filepath.Join(p.more["n1"][0], "live1"), []byte("1"))
+	for _, f := range []string{filepath.Join(p.dirs["n2"], "live0"), filepath.Join(p.more["n2"][0], "live1")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("live write not on n2: %v", err)
+		}
+	}
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleNone, Gen: 0x2222})
+	write(t, filepath.Join(p.more["n1"][0], "alone1"), []byte("alone"))
+	p.resync(2, 0x2222, false, 0x1111)
+	if b, err := os.ReadFile(filepath.Join(p.more["n2"][0], "alone1")); err != nil || string(b) != "alone" {
+		t.Fatalf("second directory after the incremental resync: %q, %v", b, err)
+	}
+	if v := p.call("n2", ctl.Request{Op: ctl.OpVerify}).Verify; len(v.Differences) != 0 {
+		t.Fatalf("verify: %v", v.Differences)
 	}
 }

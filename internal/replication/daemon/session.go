@@ -200,7 +200,7 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		if rate <= 0 {
 			rate = diffRate
 		}
-		_, err := resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(dir), Excludes: d.repl.Dirs[dir].Exclude,
+		_, err := resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(dir), DirIndex: h.dir, Excludes: d.repl.Dirs[dir].Exclude,
 			Request: resync.Request{Kind: resync.RequestEstimate, Rate: rate}})
 		if err != nil {
 			d.logger.Warn("estimate for the peer failed", "error", err)
@@ -563,7 +563,7 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 				req.Quarantine = d.quarantineDir(i)
 			}
 			res, err := resync.RunTarget(ctx, conns, resync.TargetConfig{
-				Root: t.underPath(i), Excludes: d.repl.Dirs[i].Exclude, Apply: t.apply, Request: req,
+				Root: t.underPath(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Apply: t.apply, Request: req,
 				Progress: func(p resync.Progress) {
 					r.mu.Lock()
 					r.progress[i] = p
@@ -740,7 +740,7 @@ func (d *Daemon) readOnlySession(ctx context.Context, purpose byte, req resync.R
 			// session's source end, the peer its target end.
 			res, err = resync.RunSource(ctx, conns, resync.SourceConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Options: d.resyncOptions(nil)})
 		} else {
-			res, err = resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
+			res, err = resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
 		}
 		for _, c := range conns {
 			c.Close()
