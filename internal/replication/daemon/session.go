@@ -167,12 +167,14 @@ func (d *Daemon) serveResyncConn(ctx context.Context, c net.Conn) {
 	}
 }
 
+// runSourceSession serves a complete session's connections (the resync
+// package closes them when the session ends).
 func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []resync.Conn) {
-	defer func() {
+	refuse := func() {
 		for _, c := range conns {
 			c.Close()
 		}
-	}()
+	}
 	dir := int(h.dir)
 	cfg := resync.SourceConfig{
 		DirIndex: h.dir,
@@ -188,6 +190,7 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		src = d.waitSourceRole(ctx, 10*time.Second)
 		if src == nil {
 			d.logger.Warn("resync refused: this node is not the replication source")
+			refuse()
 			return
 		}
 		// Whatever streamed live before, the resync owns the peer's tree
@@ -200,7 +203,7 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		if rate <= 0 {
 			rate = diffRate
 		}
-		_, err := resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(dir), DirIndex: h.dir, Excludes: d.repl.Dirs[dir].Exclude,
+		_, err := resync.RunTarget(ctx, lingering(conns), resync.TargetConfig{Root: d.localRoot(dir), DirIndex: h.dir, Excludes: d.repl.Dirs[dir].Exclude,
 			Request: resync.Request{Kind: resync.RequestEstimate, Rate: rate}})
 		if err != nil {
 			d.logger.Warn("estimate for the peer failed", "error", err)
@@ -389,6 +392,47 @@ func (d *Daemon) resyncOptions(progress func(resync.Progress)) resync.Options {
 	}
 }
 
+// sessionLinger bounds how long a session's target end keeps a
+// connection open after the session ended, for the source to close first.
+const sessionLinger = 5 * time.Second
+
+// lingering makes a session's target-end connections close only once the
+// source closed them (or after sessionLinger). The resync package closes
+// a session's connections as soon as its end returns; the target's end
+// returns right after answering the source's final message, and a close
+// racing the source's read of that answer fails a finished session there
+// ("connection N: EOF").
+func lingering(conns []resync.Conn) []resync.Conn {
+	out := make([]resync.Conn, len(conns))
+	for i, c := range conns {
+		if nc, ok := c.(net.Conn); ok {
+			out[i] = &lingerConn{Conn: nc}
+		} else {
+			out[i] = c
+		}
+	}
+	return out
+}
+
+type lingerConn struct {
+	net.Conn
+	once sync.Once
+}
+
+// Close drains the connection until the peer closes it, then closes it;
+// it returns at once. A reader blocked on the connection is released by
+// the deadline.
+func (c *lingerConn) Close() error {
+	c.once.Do(func() {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(sessionLinger))
+		go func() {
+			_, _ = io.Copy(io.Discard, c.Conn)
+			c.Conn.Close()
+		}()
+	})
+	return nil
+}
+
 // ---- the session's target end (initiated here) ----
 
 // dialSession opens the connections of one directory's session.
@@ -548,11 +592,6 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 				errs[i] = err
 				return
 			}
-			defer func() {
-				for _, c := range conns {
-					c.Close()
-				}
-			}()
 			req := resync.Request{Kind: resync.RequestIncremental, Since: r.req.Since}
 			if r.full {
 				req = resync.Request{Kind: resync.RequestFull}
@@ -562,7 +601,7 @@ func (d *Daemon) runResync(ctx context.Context, t *targetRole, r *resyncRun) {
 			if r.req.Quarantine {
 				req.Quarantine = d.quarantineDir(i)
 			}
-			res, err := resync.RunTarget(ctx, conns, resync.TargetConfig{
+			res, err := resync.RunTarget(ctx, lingering(conns), resync.TargetConfig{
 				Root: t.underPath(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Apply: t.apply, Request: req,
 				Progress: func(p resync.Progress) {
 					r.mu.Lock()
@@ -740,11 +779,9 @@ func (d *Daemon) readOnlySession(ctx context.Context, purpose byte, req resync.R
 			// session's source end, the peer its target end.
 			res, err = resync.RunSource(ctx, conns, resync.SourceConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Options: d.resyncOptions(nil)})
 		} else {
-			res, err = resync.RunTarget(ctx, conns, resync.TargetConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
+			res, err = resync.RunTarget(ctx, lingering(conns), resync.TargetConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
 		}
-		for _, c := range conns {
-			c.Close()
-		}
+
 		if err != nil {
 			return nil, fmt.Errorf("compare %s with %s: %w", d.repl.Dirs[i].Path, d.peer, err)
 		}
