@@ -131,7 +131,8 @@ type Estimate struct {
 	Duration time.Duration
 }
 
-// Conn is one connection of a session (a net.Conn, usually TLS).
+// Conn is one connection of a session (a net.Conn, usually TLS). A
+// session closes its connections when it ends.
 type Conn = io.ReadWriteCloser
 
 // Applier applies an operation to the target tree. The replication

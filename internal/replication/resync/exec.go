@@ -145,12 +145,13 @@ func outermost(paths []string) []string {
 // batch accumulates ops for one connection. One batch is used by one
 // goroutine; each flush sends a frame.
 type batch struct {
-	s     *source
-	c     *clientConn
-	flags byte
-	e     enc
-	n     int // ops in e
-	count int // ops added in all
+	s       *source
+	c       *clientConn
+	flags   byte
+	e       enc
+	n       int   // ops in e
+	count   int   // ops added in all
+	written int64 // end of the furthest write (sendFile resets it)
 }
 
 func (s *source) newBatch(c *clientConn, flags byte) *batch {
@@ -164,6 +165,7 @@ func (b *batch) add(o op.Op) error {
 	}
 	if o.Kind == op.Write {
 		b.s.stats.data.Add(int64(len(o.Data)))
+		b.written = max(b.written, o.Off+int64(len(o.Data)))
 	}
 	b.count++
 	if b.s.dryRun {
@@ -611,6 +613,7 @@ func (s *source) sendFile(b *batch, e, t *Entry) error {
 			return err
 		}
 	}
+	b.written = 0
 	nb := (e.Size + bs - 1) / bs
 	if t != nil {
 		trace("send file %q: source size %d, target size %d", e.Path, e.Size, t.Size)
@@ -681,7 +684,9 @@ func (s *source) sendFile(b *batch, e, t *Entry) error {
 			return err
 		}
 	}
-	if t == nil || t.Size != e.Size {
+	// The size the writes left: the target's, or the end of the last
+	// block written past it.
+	if max(tsize, b.written) != e.Size {
 		return b.add(op.Op{Kind: op.Truncate, Path: e.Path, Size: e.Size})
 	}
 	return nil

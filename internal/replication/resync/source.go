@@ -76,6 +76,7 @@ type source struct {
 	}
 	nextConn  atomic.Uint64
 	frozen    atomic.Bool   // the final pass runs on a frozen source
+	ending    atomic.Bool   // the result is sent: connections may close
 	fileSlots chan struct{} // files in flight
 	itemSlots chan struct{} // plan items in flight
 
@@ -118,11 +119,8 @@ func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, err
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stop := context.AfterFunc(ctx, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	defer closeAll(conns) // the session owns its connections
+	stop := context.AfterFunc(ctx, func() { closeAll(conns) })
 	defer stop()
 	s := &source{cfg: cfg, opt: opt, rootFD: rootFD, ctx: ctx, cancel: cancel,
 		fileSlots: make(chan struct{}, opt.Parallel), itemSlots: make(chan struct{}, opt.Parallel), missing: map[string]bool{}, stale: map[string]bool{}, knownDirs: map[string]bool{}}
@@ -148,11 +146,8 @@ func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, err
 	res, err := s.run()
 	close(progressDone)
 	progressWG.Wait()
-	if err == nil {
-		err = context.Cause(ctx)
-		if err != nil && ctx.Err() == nil {
-			err = nil
-		}
+	if err == nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // a connection failed meanwhile
 	}
 	if err != nil {
 		err = ctxErr(ctx, err)
@@ -288,6 +283,7 @@ func (s *source) finish(res *Result) error {
 	var ok doneOK
 	okc := make(chan error, 1)
 	c0 := s.conns[0]
+	s.ending.Store(true)
 	err = c0.request(msgDone, b, func(typ byte, p []byte) (bool, error) {
 		if typ != msgDoneOK {
 			return true, fmt.Errorf("%w: frame type %d instead of the answer to the result", ErrProtocol, typ)
@@ -309,7 +305,11 @@ func (s *source) finish(res *Result) error {
 	select {
 	case <-okc:
 	case <-s.ctx.Done():
-		return context.Cause(s.ctx)
+		select {
+		case <-okc: // answered, then the connections closed
+		default:
+			return context.Cause(s.ctx)
+		}
 	}
 	if ok.Error != "" {
 		return fmt.Errorf("target: %s", ok.Error)
@@ -398,6 +398,9 @@ func (c *clientConn) readLoop() {
 	for {
 		typ, p, err := c.fc.readFrame()
 		if err != nil {
+			if c.s.ending.Load() && c.idx != 0 {
+				return // the target closes the session's connections once done
+			}
 			c.s.fail(fmt.Errorf("connection %d: %w", c.idx, err))
 			return
 		}

@@ -92,11 +92,10 @@ func runTarget(ctx context.Context, conns []Conn, cfg TargetConfig) (Result, err
 	defer unix.Close(rootFD)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	// The session owns its connections: closing them unblocks every read
+	// when it is cancelled, and ends it for the peer when it is over.
+	defer closeAll(conns)
+	stop := context.AfterFunc(ctx, func() { closeAll(conns) })
 	defer stop()
 
 	t := &target{cfg: cfg, rootFD: rootFD, blocks: map[string][]Sum{}}
@@ -161,6 +160,12 @@ func firstError(ctx context.Context, errs []error) error {
 		return ctxErr(ctx, canceled)
 	}
 	return nil
+}
+
+func closeAll(conns []Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 func preambles(conns []Conn) error {
@@ -463,8 +468,14 @@ func (t *target) applyOne(o *op.Op, flags byte) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	if excludedPath(excludeList(t.cfg.Excludes), o.Path) && !isStaging(o.Path) {
-		return fmt.Errorf("%s of %q: excluded on this node", o.Kind, o.Path)
+	paths := []string{o.Path}
+	if o.Kind == op.Rename || o.Kind == op.Link {
+		paths = append(paths, o.Target)
+	}
+	for _, p := range paths {
+		if excludedPath(t.cfg.Excludes, p) {
+			return fmt.Errorf("%s of %q: %q is excluded from replication on this node", o.Kind, o.Path, p)
+		}
 	}
 	t.forget(o)
 	if t.q != nil && t.cfg.Request.Kind == RequestFull {
@@ -479,22 +490,23 @@ func (t *target) applyOne(o *op.Op, flags byte) error {
 	return err
 }
 
-// isStaging tells the resync's own staging paths, which the default
-// excludes leave out of listings but the plan's moves use.
-func isStaging(p string) bool {
-	return p == journal.DefaultStagingDir || isUnder(p, journal.DefaultStagingDir)
-}
-
-// forget drops cached block hashes of a path an op changes.
+// forget drops cached block hashes of a path an op changes (and of what
+// lies below a renamed or replaced directory).
 func (t *target) forget(o *op.Op) {
 	t.mu.Lock()
-	if len(t.blocks) > 0 {
-		delete(t.blocks, o.Path)
-		if o.Kind == op.Rename {
-			delete(t.blocks, o.Target)
+	defer t.mu.Unlock()
+	if len(t.blocks) == 0 {
+		return
+	}
+	delete(t.blocks, o.Path)
+	if o.Kind == op.Rename {
+		delete(t.blocks, o.Target)
+		for p := range t.blocks {
+			if isUnder(p, o.Path) || isUnder(p, o.Target) {
+				delete(t.blocks, p)
+			}
 		}
 	}
-	t.mu.Unlock()
 }
 
 // quarantineBefore copies the files a full resync's op is about to change
