@@ -25,9 +25,21 @@
 //     module's replication network and port. A write waits for the peer
 //     only while the peer is in sync (its resync finished and the stream
 //     has not broken since); if the peer does not acknowledge for
-//     stall_timeout the daemon reports Stalled and keeps the writes
-//     blocked until the agent decides (role none: the writes complete,
-//     their zones stay journaled for the next resync).
+//     stall_timeout, or the stream breaks while the peer was in sync, or
+//     the module is PRIM here while the peer is not in sync (this daemon
+//     restarted), the daemon reports a stall and keeps the writes blocked
+//     until the agent decides (role none: the writes complete, their
+//     zones stay journaled for the next resync). A resync source pauses
+//     live replication, lets the resync's passes run while the
+//     application writes (changes tracked beside the journal), freezes
+//     the application for the final pass, checkpoints its journals and
+//     goes live on the stream before thawing.
+//   - journal: one file per replicated directory (journal.log,
+//     journal.<n>.log), core/journal records, group-committed fdatasync
+//     before the data changes, compacted to a snapshot as it grows. Nodes
+//     in sync checkpoint every few seconds (both trees synced first, the
+//     operations in flight marked again), so that an incremental resync
+//     sends only what changed since.
 //   - target: the daemon mounts the replicated directories read-only for
 //     applications and applies what the source sends to the directories
 //     underneath (opened before mounting), journaling what it applies.
@@ -41,8 +53,9 @@
 //
 // # Control protocol
 //
-// JSON over the Unix socket, one Request per line answered by one Response
-// per line. A Subscribe request turns the connection into a stream of
+// JSON over the Unix socket (package ctl, which the agent and the CLI
+// import without the daemon's FUSE and resync code), one Request per line
+// answered by one Response per line. A Subscribe request turns the connection into a stream of
 // Event lines (ReplInSync, ReplStalled, ResyncProgress, ResyncDone,
 // ResyncFailed) that the agent posts to the mirror machine. Events are not
 // kept for an absent agent: an agent that starts again re-sends the role
@@ -55,5 +68,7 @@
 // at the module's replication port, whatever its role; TLS ALPN names what
 // a connection carries: the replication stream (ALPNStream) or a connection
 // of a resync session (ALPNResync: resyncs, and the read-only sessions of
-// `halo verify` and `halo diff`).
+// `halo verify` and `halo diff`, which the CLI asks of the local daemon;
+// the peer's API is not involved). Only the module's other node's
+// certificate is accepted.
 package daemon

@@ -469,13 +469,12 @@ type resyncRun struct {
 	started  time.Time
 	cancel   context.CancelFunc
 	progress []resync.Progress
-	sent     int64
 }
 
 func (r *resyncRun) status() ctl.ResyncStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := ctl.ResyncStatus{ID: r.id, Full: r.full, Started: r.started, Sent: r.sent}
+	st := ctl.ResyncStatus{ID: r.id, Full: r.full, Started: r.started}
 	for _, p := range r.progress {
 		st.Done += p.BytesDone
 		st.Total += p.BytesTotal
