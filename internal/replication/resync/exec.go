@@ -1121,6 +1121,15 @@ func (s *source) resync() (Result, error) {
 	pass := func(run func() error) error {
 		res.Passes++
 		s.prog.pass.Store(int64(res.Passes))
+		if res.Passes == 2 {
+			// Every connection learns it before the pass's ops (the
+			// previous pass ended with barriers on all of them).
+			for _, c := range s.conns {
+				if err := c.fc.send(s.ctx, msgPass, nil); err != nil {
+					return err
+				}
+			}
+		}
 		before := s.stats.data.Load()
 		err := run()
 		passData = s.stats.data.Load() - before

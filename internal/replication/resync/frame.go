@@ -49,6 +49,7 @@ const (
 	msgDone                      // source → target: JSON result
 	msgDoneOK                    // target → source: JSON (quarantine)
 	msgAbort                     // either way: the sender gives up (text)
+	msgPass                      // source → target, every connection: a pass after the first begins
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -256,7 +256,7 @@ func TestTargetRefusesOpsOutsideItsTree(t *testing.T) {
 		{Kind: op.Symlink, Path: "l", Target: outside},
 		{Kind: op.Write, Path: "l/escape", Data: []byte("x")},
 	} {
-		_ = tg.applyOne(&o, 0)
+		_ = tg.applyOne(&o, 0, false)
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Fatalf("an op reached outside the tree: %v", entries)

@@ -1,6 +1,7 @@
 package resync
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -205,8 +206,16 @@ func concurrentResync(t *testing.T, full bool) {
 		}
 	})
 	req := Request{Kind: RequestIncremental, Since: baseGen, Map: jt.Snapshot()}
+	before := map[string][]byte{} // the target's files: what quarantine may hold
 	if full {
-		req = Request{Kind: RequestFull}
+		req = Request{Kind: RequestFull, Quarantine: filepath.Join(t.TempDir(), "q")}
+		filepath.Walk(tgt, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				rel, _ := filepath.Rel(tgt, p)
+				before[filepath.ToSlash(rel)], _ = os.ReadFile(p)
+			}
+			return nil
+		})
 	}
 	var passes []int
 	var pmu sync.Mutex
@@ -237,6 +246,17 @@ func concurrentResync(t *testing.T, full bool) {
 		t.Errorf("%d passes: the writer should have forced more", r.src.Passes)
 	}
 	assertSame(t, src, tgt)
+	if full && r.tgt.Quarantine != "" {
+		// Only the target's own data: what the first pass overwrote or
+		// deleted, never what the resync itself wrote.
+		for _, f := range readManifest(t, r.tgt.Quarantine).Files {
+			got, _ := os.ReadFile(filepath.Join(r.tgt.Quarantine, f.Path))
+			if old, ok := before[f.Path]; !ok || !bytes.Equal(got, old) {
+				t.Errorf("quarantined %s is not the target's file before the resync (it had one: %v)", f.Path, ok)
+			}
+		}
+		t.Logf("%d files quarantined", r.tgt.QuarantinedFiles)
+	}
 	t.Logf("%d passes, frozen %v, %d writer ops (%d live), %d data bytes sent", r.src.Passes, r.src.Frozen, w.ops.Load(), liveOps.Load(), r.src.DataBytes)
 }
 

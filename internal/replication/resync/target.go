@@ -260,6 +260,7 @@ func (t *target) serve(ctx context.Context, idx int) (Result, error) {
 	fc := t.fcs[idx]
 	var failures []opFailure
 	var scratch enc
+	later := false // past the first pass
 	for {
 		typ, p, err := fc.readFrame()
 		if err != nil {
@@ -271,7 +272,11 @@ func (t *target) serve(ctx context.Context, idx int) (Result, error) {
 		case msgHashes:
 			err = t.hashes(ctx, fc, p, &scratch)
 		case msgOps:
-			failures, err = t.apply(p, failures)
+			failures, err = t.apply(p, failures, later)
+		case msgPass:
+			// What later passes change, the first pass made identical to
+			// the source: nothing of this node's is lost there.
+			later = true
 		case msgBarrier:
 			scratch.b = scratch.b[:0]
 			scratch.uv(uint64(len(failures)))
@@ -437,7 +442,7 @@ func (t *target) hashes(ctx context.Context, fc *frameConn, p []byte, e *enc) er
 }
 
 // apply applies a batch of ops, recording those that fail.
-func (t *target) apply(p []byte, failures []opFailure) ([]opFailure, error) {
+func (t *target) apply(p []byte, failures []opFailure, later bool) ([]opFailure, error) {
 	d := dec{b: p}
 	flags := d.u8()
 	n := d.uv()
@@ -449,7 +454,7 @@ func (t *target) apply(p []byte, failures []opFailure) ([]opFailure, error) {
 		if d.err != nil {
 			break
 		}
-		if err := t.applyOne(&o, flags); err != nil {
+		if err := t.applyOne(&o, flags, later); err != nil {
 			f := opFailure{Kind: o.Kind, Path: o.Path, Target: o.Target, Msg: err.Error()}
 			var errno unix.Errno
 			if errors.As(err, &errno) {
@@ -463,7 +468,7 @@ func (t *target) apply(p []byte, failures []opFailure) ([]opFailure, error) {
 	return failures, d.end("ops")
 }
 
-func (t *target) applyOne(o *op.Op, flags byte) error {
+func (t *target) applyOne(o *op.Op, flags byte, later bool) error {
 	o.Dir = t.cfg.DirIndex
 	if err := o.Validate(); err != nil {
 		return err
@@ -478,7 +483,7 @@ func (t *target) applyOne(o *op.Op, flags byte) error {
 		}
 	}
 	t.forget(o)
-	if t.q != nil && t.cfg.Request.Kind == RequestFull {
+	if t.q != nil && t.cfg.Request.Kind == RequestFull && !later {
 		if err := t.quarantineBefore(o); err != nil {
 			return err
 		}
