@@ -19,7 +19,9 @@
 //
 // One session runs over one or more connections that the caller opened
 // (mutual TLS is the caller's business) and hands to both ends in the same
-// order. Every connection carries frames
+// order; the session closes them when it ends. This framing is the
+// session's own: the live replication stream (package wire) is a
+// different protocol on different connections. Every connection carries frames
 //
 //	uint32 LE  length L of type+payload (1 ≤ L ≤ maxFrame)
 //	byte       type
@@ -47,7 +49,9 @@
 //	barrier   → the errors of the ops applied on this connection since the
 //	          previous barrier (op index and errno), once they are applied
 //	progress  totals for the target's progress callback; no answer
-//	done      the session's result → done
+//	pass      (every connection) a pass after the first begins: a full
+//	          split-brain resync quarantines during the first pass only
+//	done      the session's result → done (the quarantine folder)
 //
 // One file's operations always travel on one connection, so the target
 // applies them in order; the phases of a pass (deletes, directories, file

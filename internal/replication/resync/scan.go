@@ -160,7 +160,6 @@ type bigFile struct {
 // walker is one walking goroutine's buffers.
 type walker struct {
 	s        *scanner
-	id       int
 	entries  []Entry
 	vanished []string
 	big      []int // indexes into entries
@@ -190,7 +189,7 @@ func (s *scanner) run() (*Tree, error) {
 		return &Tree{Root: s.root}, nil
 	case kind != journal.KindDir:
 		// A single non-directory: listed from its parent like any child.
-		w := s.newWalker(0)
+		w := s.newWalker()
 		dir, name := path.Split(s.opt.Prefix)
 		dfd, err := openBeneath(s.rootFD, strings.TrimSuffix(dir, "/"), unix.O_RDONLY|unix.O_DIRECTORY)
 		if gone(err) {
@@ -214,7 +213,7 @@ func (s *scanner) run() (*Tree, error) {
 		}
 		return s.tree(), nil
 	case s.opt.Single:
-		w := s.newWalker(0)
+		w := s.newWalker()
 		if err := w.dirEntry(s.opt.Prefix); err != nil {
 			return nil, err
 		}
@@ -225,7 +224,7 @@ func (s *scanner) run() (*Tree, error) {
 	walkers := make([]*walker, s.opt.Parallel)
 	var wg sync.WaitGroup
 	for i := range walkers {
-		walkers[i] = s.newWalker(i)
+		walkers[i] = s.newWalker()
 		wg.Add(1)
 		go func(w *walker) {
 			defer wg.Done()
@@ -280,8 +279,8 @@ func (s *scanner) prefixKind() (journal.FileKind, error) {
 	return entryFromStat(s.opt.Prefix, &st).Kind, nil
 }
 
-func (s *scanner) newWalker(id int) *walker {
-	return &walker{s: s, id: id, dents: make([]byte, 32<<10), xbuf: make([]byte, 4<<10),
+func (s *scanner) newWalker() *walker {
+	return &walker{s: s, dents: make([]byte, 32<<10), xbuf: make([]byte, 4<<10),
 		buf: make([]byte, min(s.opt.BlockSize, inlineHashMax)), wh: newWholeHasher()}
 }
 
