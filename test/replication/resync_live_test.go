@@ -47,4 +47,13 @@ func TestResyncUnderWrites(t *testing.T) {
 	}
 	rc.waitVerified(prim)
 	t.Logf("%s resynced under writes (%s); %d acknowledged writes, all on %s; trees identical", second.Name, r, len(all), second.Name)
+	// How long the application was frozen for the final pass (the
+	// source's account).
+	if evs, err := prim.Events(ctxFor(t, 10*time.Second)); err == nil {
+		for _, e := range evs {
+			if strings.Contains(e.Text, "to "+second.Name+" done:") && strings.Contains(e.Text, "frozen") {
+				t.Logf("%s: %s", prim.Name, e.Text)
+			}
+		}
+	}
 }
