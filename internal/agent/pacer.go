@@ -95,6 +95,17 @@ func (p *heartbeatPacer) beat(now time.Time, slept time.Duration) {
 	if slept > p.pauseAfter {
 		p.resumedAt = now
 	}
+	p.sendCurrentLocked(now)
+}
+
+// sendCurrent sends the latest status now, unless it predates a pause.
+func (p *heartbeatPacer) sendCurrent(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sendCurrentLocked(now)
+}
+
+func (p *heartbeatPacer) sendCurrentLocked(now time.Time) {
 	if p.payload == nil || p.publishedAt.Before(p.resumedAt) {
 		return
 	}

@@ -181,6 +181,15 @@ func (r *moduleRunner) run(ctx context.Context) {
 			r.maintainVIPs(ctx, time.Now())
 			r.refreshScheduling(time.Now())
 		case <-received:
+			if !r.mirror.m.PeerVisible() {
+				// The peer is back (or first seen): tell it at once what
+				// this node is, before acting on what it says. A node
+				// that steps down on seeing its peer (a split brain's
+				// loser) then first shows the peer it was serving, so
+				// that both sides see the conflict, and a reconnection
+				// does not wait for the next pulse.
+				r.mirror.pacer.sendCurrent(time.Now())
+			}
 			for _, hb := range r.mirror.inbox.take() {
 				// Stamped when the machine reads it, not when it arrived:
 				// after a pause of this process, statuses that waited in
