@@ -208,7 +208,9 @@ func TestCancelStopsBothEnds(t *testing.T) {
 
 func TestProgressReportsAndETA(t *testing.T) {
 	src, tgt := t.TempDir(), t.TempDir()
-	write(t, src, "a", pattern(3<<20, 1))
+	// Long enough (about 3 s at the cap) for several reports with a
+	// measured rate even when the machine is loaded.
+	write(t, src, "a", pattern(6<<20, 1))
 	var last Progress
 	var calls int
 	a := newApplier(t, tgt)
@@ -217,7 +219,7 @@ func TestProgressReportsAndETA(t *testing.T) {
 		SourceConfig{Root: src, Options: Options{RateLimit: 2 << 20, BlockSize: 128 << 10, Progress: func(p Progress) { last = p; calls++ }}},
 		TargetConfig{Root: tgt, Apply: a, Request: Request{Kind: RequestFull}, Progress: func(p Progress) { targetSaw = append(targetSaw, p) }})
 	r.check(t)
-	if calls < 2 || last.Phase != "done" || last.BytesDone != 3<<20 || last.BytesTotal != 3<<20 || last.FilesDone != 1 {
+	if calls < 2 || last.Phase != "done" || last.BytesDone != 6<<20 || last.BytesTotal != 6<<20 || last.FilesDone != 1 {
 		t.Errorf("%d progress calls, last %+v", calls, last)
 	}
 	var sawETA bool
