@@ -30,7 +30,16 @@ const helperEnv = "HALO_SDK_HOST_TEST_PLUGIN"
 func TestMain(m *testing.M) {
 	mode := os.Getenv(helperEnv)
 	if mode == "" {
-		os.Exit(m.Run())
+		// go-plugin puts a plugin's socket in TMPDIR, and a plugin killed
+		// by a test cannot remove it: keep them in a directory removed here.
+		dir, err := os.MkdirTemp("", "halo-sdk-host-test-")
+		if err != nil {
+			panic(err)
+		}
+		os.Setenv("TMPDIR", dir)
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
 	}
 	servePlugin(mode)
 	os.Exit(0)
