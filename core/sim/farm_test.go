@@ -1,54 +1,13 @@
 package sim
 
 import (
-	"flag"
 	"fmt"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// The simulators of this package share two flags:
-//
-//	-seed N   replay seed N only (with -v: print its trace)
-//	-seeds N  number of seeds to run (from 1)
-//
-// Whichever test file of the package initializes first registers them; the
-// others look them up, so that mirror and farm simulators agree on names.
-var (
-	_ = sharedIntFlag("seed", "replay this simulator seed only (with -v, print its trace)")
-	_ = sharedIntFlag("seeds", "number of simulator seeds to run")
-)
-
-func sharedIntFlag(name, usage string) bool {
-	if flag.Lookup(name) == nil {
-		flag.Int(name, 0, usage)
-	}
-	return true
-}
-
-// flagValue returns the value given on the command line for name, and
-// whether it was given.
-func flagValue(t *testing.T, name string) (uint64, bool) {
-	var val string
-	set := false
-	flag.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			val, set = f.Value.String(), true
-		}
-	})
-	if !set {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(val, 10, 64)
-	if err != nil {
-		t.Fatalf("-%s=%s: %v", name, val, err)
-	}
-	return n, true
-}
 
 const defaultFarmSeeds = 1000
 

@@ -2,46 +2,12 @@ package sim
 
 import (
 	"errors"
-	"flag"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// The -seed and -seeds flags are shared with the farm simulator (see
-// farm_test.go): whichever file initializes first registers them.
-var (
-	_ = mirrorIntFlag("seed", "replay this simulator seed only (with -v, print its trace)")
-	_ = mirrorIntFlag("seeds", "number of simulator seeds to run")
-)
-
-func mirrorIntFlag(name, usage string) bool {
-	if flag.Lookup(name) == nil {
-		flag.Int(name, 0, usage)
-	}
-	return true
-}
-
-func mirrorFlag(t *testing.T, name string) (uint64, bool) {
-	var val string
-	set := false
-	flag.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			val, set = f.Value.String(), true
-		}
-	})
-	if !set {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(val, 10, 64)
-	if err != nil {
-		t.Fatalf("-%s=%s: %v", name, val, err)
-	}
-	return n, true
-}
 
 const defaultMirrorSeeds = 1000
 
@@ -52,7 +18,7 @@ const defaultMirrorSeeds = 1000
 // step, then repair and convergence. A failure prints the seed and the
 // command that replays it with a full trace.
 func TestMirrorSim(t *testing.T) {
-	if seed, ok := mirrorFlag(t, "seed"); ok {
+	if seed, ok := flagValue(t, "seed"); ok {
 		opt := MirrorSimOptions{Seed: seed}
 		if testing.Verbose() {
 			opt.Trace = func(line string) { t.Log(line) }
@@ -66,7 +32,7 @@ func TestMirrorSim(t *testing.T) {
 		return
 	}
 	seeds := uint64(defaultMirrorSeeds)
-	if n, ok := mirrorFlag(t, "seeds"); ok {
+	if n, ok := flagValue(t, "seeds"); ok {
 		seeds = n
 	}
 	start := time.Now()
