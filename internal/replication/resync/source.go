@@ -43,6 +43,12 @@ func ctxErr(ctx context.Context, err error) error {
 func RunSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, error) {
 	res, err := runSource(ctx, conns, cfg)
 	if err != nil {
+		// Once our context is cancelled, the other end closing the
+		// connections (it was cancelled too) is a consequence, not the
+		// cause: report the cancellation.
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (then: %v)", cerr, err)
+		}
 		return res, fmt.Errorf("resync source %s: %w", cfg.Root, err)
 	}
 	return res, nil

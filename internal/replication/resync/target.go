@@ -55,6 +55,12 @@ type opFailure struct {
 func RunTarget(ctx context.Context, conns []Conn, cfg TargetConfig) (Result, error) {
 	res, err := runTarget(ctx, conns, cfg)
 	if err != nil {
+		// Once our context is cancelled, the other end closing the
+		// connections (it was cancelled too) is a consequence, not the
+		// cause: report the cancellation.
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (then: %v)", cerr, err)
+		}
 		return Result{}, fmt.Errorf("resync target %s: %w", cfg.Root, err)
 	}
 	return res, nil
