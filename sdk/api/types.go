@@ -20,6 +20,69 @@ type ModuleStatus struct {
 	Loop      LoopInfo            `json:"loop"`
 	// ConfigChanged is set when the module file changed on disk and was not applied.
 	ConfigChanged bool `json:"config_changed,omitempty"`
+	// Replication is set for a mirror module that replicates directories:
+	// what its replication daemon last reported.
+	Replication *ReplicationStatus `json:"replication,omitempty"`
+}
+
+// ReplicationStatus is a mirror module's file replication as its
+// replication daemon reports it (refreshed about every second).
+type ReplicationStatus struct {
+	// Up: the daemon answered at UpdatedAt; otherwise Error says why not
+	// and the figures are absent.
+	Up        bool      `json:"up"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	Role string `json:"role,omitempty"` // none, source, target
+	Peer string `json:"peer,omitempty"`
+	Mode string `json:"mode,omitempty"` // sync, durable, async
+	// Link is the daemon's description of the stream: down, fenced,
+	// connected (not in sync), resync, in sync.
+	Link      string `json:"link,omitempty"`
+	Connected bool   `json:"connected"`
+	// PeerUpToDate: the peer holds every write (on a source), or this
+	// node does (on a target).
+	PeerUpToDate bool      `json:"peer_up_to_date"`
+	StalledSince time.Time `json:"stalled_since,omitzero"`
+	// InFlight operations were sent and not yet acknowledged; LagSeconds
+	// is the age of the oldest of them.
+	InFlight   int     `json:"in_flight"`
+	LagSeconds float64 `json:"lag_seconds"`
+	// BytesPerSec is the recent throughput: bytes sent on a source,
+	// applied on a target.
+	BytesPerSec float64 `json:"bytes_per_sec"`
+	OpsSent     uint64  `json:"ops_sent"`
+	BytesSent   uint64  `json:"bytes_sent"`
+
+	JournalBytes   int64  `json:"journal_bytes"`
+	JournalTrusted bool   `json:"journal_trusted"`
+	DirtyPaths     int    `json:"dirty_paths"`
+	DirtyZones     uint64 `json:"dirty_zones"`
+	DirtyBytes     int64  `json:"dirty_bytes"`
+
+	// Resync is the running resync, or the last one, on a target.
+	Resync    *ResyncProgress `json:"resync,omitempty"`
+	LastError string          `json:"last_error,omitempty"`
+}
+
+// ResyncProgress is a resync on the node that receives it.
+type ResyncProgress struct {
+	ID      uint64 `json:"id"`
+	Full    bool   `json:"full"`
+	Running bool   `json:"running"`
+	// DoneBytes of TotalBytes are done; Percent is their ratio (0..100).
+	DoneBytes   int64     `json:"done_bytes"`
+	TotalBytes  int64     `json:"total_bytes"`
+	Percent     float64   `json:"percent"`
+	BytesPerSec float64   `json:"bytes_per_sec"`
+	ETASeconds  float64   `json:"eta_seconds"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished,omitzero"`
+	Error       string    `json:"error,omitempty"`
+	// SentBytes crossed the network for this resync (data and protocol).
+	SentBytes  int64  `json:"sent_bytes"`
+	Quarantine string `json:"quarantine,omitempty"`
 }
 
 // Switches are the admin on/off settings, persisted by the agent.
