@@ -7,7 +7,7 @@ LDFLAGS  := -X main.Version=$(VERSION)
 PLUGINS  := $(sort $(patsubst plugins/%/,%,$(dir $(wildcard plugins/*/*.go))))
 SEEDS    ?= 20000
 
-.PHONY: all build halo plugins test test-unit test-sdk test-integration lint proto proto-check demo bench sim soak clean
+.PHONY: all build halo plugins test test-unit test-sdk test-integration lint proto proto-check demo bench bench-fs sim soak clean
 
 all: build
 
@@ -70,6 +70,11 @@ demo: build
 
 bench: build
 	./bench/run.sh
+
+# bench-fs: the replicated filesystem benchmark alone (root; ~25 GB of disk;
+# FSBENCH_FLAGS="-scale 0.05 -runs 1 ..." for a quick run).
+bench-fs:
+	./bench/run.sh fs
 
 clean:
 	rm -rf $(BIN)

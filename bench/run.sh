@@ -32,7 +32,17 @@ bench_failover() {
 	"$out/failoverbench" -kills "${FAILOVER_KILLS:-10}" | tee "$out/failover.txt"
 }
 
-benchmarks=(failover)
+# Filesystem workloads on plain disk, the capture mount and replicated in
+# sync mode, plus full resyncs of 10 GiB / 1,000,000 files (bench/replication).
+# Needs ~25 GB free in FSBENCH_DIR; FSBENCH_FLAGS passes flags (quick run:
+# FSBENCH_FLAGS="-scale 0.05 -runs 1 -resync-files 20000 -resync-bytes 200000000").
+bench_fs() {
+	go build -o "$out/fsbench" ./bench/replication/cmd/fsbench
+	# shellcheck disable=SC2086 # FSBENCH_FLAGS is a list of flags
+	"$out/fsbench" -dir "${FSBENCH_DIR:-/var/tmp/halo-fsbench}" ${FSBENCH_FLAGS:-} | tee "$out/fs.txt"
+}
+
+benchmarks=(failover fs)
 
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${benchmarks[@]}")
