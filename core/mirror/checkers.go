@@ -30,8 +30,12 @@ func (m *Machine) onCheckerResult(e core.CheckerResult) {
 		m.logf("info", "%s", text)
 	}
 	c.status, c.msg = e.Status, e.Message
+	// Only a report about a state the checker watches arms it; one about
+	// another state disarms it: a `prim` checker that saw no application
+	// while this node was SECOND must not restart the application the
+	// moment it starts here.
 	if m.plan == nil {
-		c.armed = true
+		c.armed = applies(c.spec.When, m.state)
 	}
 }
 
