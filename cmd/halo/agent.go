@@ -105,6 +105,8 @@ Every path has a flag and an environment variable, so several nodes can run on o
 				}
 				// Cloud load balancers probe the node's own addresses.
 				opts.HealthHosts = nodeAddresses(cfg.Cluster, node)
+				// Prometheus scrapes the metrics block's listener, if any.
+				opts.MetricsAddrs = cfg.Cluster.MetricsAddrs(node)
 			}
 			a, err := agent.New(ctx, opts)
 			if err != nil {

@@ -119,11 +119,15 @@ func printStatus(w io.Writer, mods []api.ModuleStatus, verbose bool) {
 	}
 	tw.Flush()
 	if !verbose {
+		for _, m := range mods {
+			printReplication(w, m, false)
+		}
 		return
 	}
 	for _, m := range mods {
 		fmt.Fprintf(w, "\n%s: failover=%s checkers=%s errd=%s  max_loop %d/%d in %s\n", m.Module,
 			onOff(m.Switches.Failover), onOff(m.Switches.Checkers), onOff(m.Switches.Errd), m.Loop.Count, m.Loop.Max, m.Loop.Interval)
+		printReplication(w, m, true)
 		names := make([]string, 0, len(m.Resources))
 		for n := range m.Resources {
 			names = append(names, n)

@@ -24,6 +24,7 @@ import (
 	"github.com/halo-ha/halo/internal/agent/sched"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/httpapi"
+	"github.com/halo-ha/halo/internal/metrics"
 	"github.com/halo-ha/halo/internal/pki"
 	"github.com/halo-ha/halo/sdk/api"
 )
@@ -68,8 +69,11 @@ type Options struct {
 	// (GET /health/<module>, plain HTTP) listens on, with each module's
 	// health port; empty = no health endpoint.
 	HealthHosts []string
-	Plugins     Plugins
-	Logger      hclog.Logger
+	// MetricsAddrs are the plain-HTTP addresses GET /metrics is served on
+	// for Prometheus (cluster.hcl's metrics block); the API serves it too.
+	MetricsAddrs []string
+	Plugins      Plugins
+	Logger       hclog.Logger
 	// KeepModulesOnExit makes Run return without stopping the modules, as
 	// a crash would (tests use it to play a node's death).
 	KeepModulesOnExit bool
@@ -92,6 +96,7 @@ type Agent struct {
 	logger  hclog.Logger
 	runners map[string]*moduleRunner
 	names   []string
+	metrics *metrics.Metrics
 }
 
 var _ httpapi.Backend = (*Agent)(nil)
@@ -106,6 +111,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		opts.Socket = filepath.Join(opts.DataDir, "halo.sock")
 	}
 	a := &Agent{opts: opts, logger: opts.Logger, runners: map[string]*moduleRunner{}}
+	a.metrics = a.newMetrics()
 	for _, mod := range opts.Modules {
 		if !mod.HasNode(opts.Node) {
 			continue
@@ -161,6 +167,8 @@ func (a *Agent) newRunner(ctx context.Context, mod *config.Module) (*moduleRunne
 		return nil, err
 	}
 	r.status.Switches, r.status.Loop.Count = ms.switches, ms.loopCount
+	r.metrics = a.metrics
+	a.metrics.AddModule(mod.Name, checkerNames(checkers))
 	r.realtime = a.opts.Realtime != nil
 	r.schedText = a.schedulingText()
 	for _, c := range witness {
@@ -246,7 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var errc chan error
 	// Every server goroutine sends once; none may block after Run returns.
-	errc = make(chan error, 1+len(a.opts.APIAddrs)+len(a.opts.HealthHosts)*len(a.healthPorts()))
+	errc = make(chan error, 1+len(a.opts.APIAddrs)+len(a.opts.HealthHosts)*len(a.healthPorts())+len(a.opts.MetricsAddrs))
 	go func() { errc <- srv.Serve(ln) }()
 	for _, addr := range a.opts.APIAddrs {
 		tl, err := net.Listen("tcp", addr)
@@ -257,6 +265,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { errc <- srv.Serve(tls.NewListener(tl, a.opts.APITLS)) }()
 	}
 	health := a.serveHealth(errc)
+	if m := a.serveMetrics(errc); m != nil {
+		health = append(health, m) // shut down with them
+	}
 
 	// Modules outlive ctx: on shutdown they are stopped first (below), then
 	// their loops end.

@@ -94,6 +94,8 @@ type heartbeatInbox struct {
 
 	undecodable atomic.Uint64
 	lastWarn    atomic.Int64 // unix nanoseconds of the last warning
+	// gaps counts the peer's heartbeats lost on each network (metrics).
+	gaps heartbeatGaps
 }
 
 type receivedStatus struct {
@@ -108,6 +110,7 @@ func newHeartbeatInbox(peer string, logger hclog.Logger) *heartbeatInbox {
 // receive is the endpoint's OnReceive: it runs on the network's reading
 // goroutine and must not block.
 func (in *heartbeatInbox) receive(r heartbeat.Received) {
+	in.gaps.note(r)
 	st, err := decodeStatus(r.Payload)
 	if err == nil && st.Node != r.From {
 		// The frame is authenticated as r.From's: a status naming another

@@ -415,6 +415,7 @@ func (d *daemonReplication) refreshStatus(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, daemonCallTimeout)
 	defer cancel()
 	resp, err := d.ctl.Call(ctx, ctl.Request{Op: ctl.OpStatus})
+	d.r.noteReplication(resp.Status, err)
 	if err != nil || resp.Status == nil {
 		d.putResources(map[string][2]string{"replication.link": {"unknown", fmt.Sprintf("daemon does not answer: %v", err)}})
 		return

@@ -14,6 +14,7 @@ import (
 	"github.com/halo-ha/halo/core/mirror"
 	"github.com/halo-ha/halo/internal/config"
 	"github.com/halo-ha/halo/internal/httpapi"
+	"github.com/halo-ha/halo/internal/metrics"
 	"github.com/halo-ha/halo/sdk/api"
 )
 
@@ -99,6 +100,11 @@ type moduleRunner struct {
 	schedText string
 	lag       loopLag
 	tickEvery time.Duration
+
+	// metrics records transitions, checker results and script runs (nil:
+	// none). replication is the daemon's latest status, under mu.
+	metrics     *metrics.Metrics
+	replication *api.ReplicationStatus
 }
 
 type commandReq struct {
@@ -310,6 +316,7 @@ func (r *moduleRunner) enter(a core.EnterState) {
 	r.status.Reason = a.Cause
 	r.status.Since = time.Now().UTC()
 	r.mu.Unlock()
+	r.metrics.Transition(r.mod.Name, strings.Fields(prev)[0], a.State.String())
 	r.events.add("state", "info", fmt.Sprintf("%s -> %s %s: %s", prev, a.State, a.Readiness, a.Cause))
 	r.logger.Info("state", "state", a.State, "readiness", a.Readiness, "cause", a.Cause)
 }
@@ -331,9 +338,11 @@ func (r *moduleRunner) startScript(ctx context.Context, a core.RunScript) {
 	r.scripts.Add(1)
 	go func() {
 		defer r.scripts.Done()
+		started := time.Now()
 		outcome, msg := r.app.Run(ctx, run, func(stream, line string) {
 			r.events.add("output", "info", a.Script+": "+line)
 		})
+		r.metrics.ScriptDone(r.mod.Name, a.Script, time.Since(started), outcome == core.ScriptOK)
 		level := "info"
 		if outcome != core.ScriptOK {
 			level = "error"
@@ -389,6 +398,7 @@ func (r *moduleRunner) deliver(ctx context.Context, ev core.Event) {
 // recordChecker records a checker result as the resource checker.<name>,
 // and a change of status in the event log.
 func (r *moduleRunner) recordChecker(name string, st core.CheckStatus, msg string) {
+	r.metrics.CheckResult(r.mod.Name, name, st.String())
 	key := "checker." + name
 	r.mu.Lock()
 	old := r.resources[key]
@@ -438,6 +448,14 @@ func (r *moduleRunner) snapshot(withResources bool) api.ModuleStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.status
+	if r.replication != nil {
+		v := *r.replication
+		if v.Resync != nil {
+			p := *v.Resync
+			v.Resync = &p
+		}
+		s.Replication = &v
+	}
 	if withResources {
 		s.Resources = make(map[string]api.Resource, len(r.resources))
 		for k, v := range r.resources {

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -24,7 +25,12 @@ var clusterSchema = &hcl.BodySchema{
 		{Type: "network", LabelNames: []string{"name"}},
 		{Type: "node", LabelNames: []string{"name"}},
 		{Type: "user", LabelNames: []string{"name"}},
+		{Type: "metrics"},
 	},
+}
+
+var metricsSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "port"}, {Name: "networks"}, {Name: "loopback"}},
 }
 
 var tlsSchema = &hcl.BodySchema{
@@ -101,6 +107,9 @@ func decodeCluster(d *diags, block *hcl.Block, filename string) *Cluster {
 	} else {
 		c.TLS.Range = block.DefRange
 	}
+	if mb := d.blockSingleton(content.Blocks, "metrics"); mb != nil {
+		c.Metrics = decodeMetrics(d, mb)
+	}
 
 	for _, b := range content.Blocks {
 		switch b.Type {
@@ -142,6 +151,53 @@ func decodeCluster(d *diags, block *hcl.Block, filename string) *Cluster {
 		c.Nodes = append(c.Nodes, n)
 	}
 	return c
+}
+
+func decodeMetrics(d *diags, b *hcl.Block) *Metrics {
+	m := &Metrics{Source: Source{Range: b.DefRange}}
+	content, ds := b.Body.Content(metricsSchema)
+	d.add(ds)
+	a := d.attrsOf(content, &m.Source, "metrics")
+	a.required("port")
+	a.port("port", &m.Port, "")
+	if a.strList("networks", &m.Networks, &m.NetworkRanges) && m.Networks == nil {
+		m.Networks = []string{} // written empty: no network, unlike unset
+	}
+	a.boolean("loopback", &m.Loopback)
+	return m
+}
+
+// checkMetrics checks the metrics block against the cluster's networks
+// and ports.
+func checkMetrics(d *diags, c *Cluster) {
+	m := c.Metrics
+	if m == nil {
+		return
+	}
+	for i, name := range m.Networks {
+		r := m.NetworkRanges[i]
+		if c.Network(name) == nil {
+			d.errorf(r, "Undeclared network", "Metrics network %q is not declared in the cluster; declared networks: %s.", name, quoteList(c.NetworkNames()))
+			continue
+		}
+		if j := slices.Index(m.Networks, name); j < i {
+			d.errorf(r, "Duplicate network", "Network %q is already listed at %s.", name, posString(m.NetworkRanges[j]))
+		}
+	}
+	if m.Networks != nil && len(m.Networks) == 0 && !m.Loopback && m.Valid("networks", "loopback") {
+		d.errorf(m.AttrRange("networks"), "Metrics listen nowhere", "metrics has no network and loopback is false: list a network, set loopback = true, or remove the metrics block.")
+	}
+	if !m.Valid("port") || !m.IsSet("port") {
+		return
+	}
+	for _, other := range []struct {
+		name string
+		port int
+	}{{"api_port", c.APIPort}, {"health_port", c.HealthPort}} {
+		if c.Valid(other.name) && m.Port == other.port {
+			d.errorf(m.AttrRange("port"), "Port collision", "metrics port %d is already the cluster's %s; they must differ.", m.Port, other.name)
+		}
+	}
 }
 
 func decodeNode(d *diags, b *hcl.Block, c *Cluster) *Node {
@@ -217,6 +273,7 @@ func checkCluster(d *diags, c *Cluster) {
 		}
 		d.errorf(r, "Port collision", "api_port and health_port are both %d; they must differ.", c.APIPort)
 	}
+	checkMetrics(d, c)
 	// The same address on two nodes of the same network makes heartbeats and
 	// replication talk to the wrong machine.
 	for _, net := range c.Networks {

@@ -30,7 +30,16 @@
 //	    role          = "admin"           # admin | control | monitor
 //	    password_hash = "$2b$10$..."      # bcrypt; without it: client certificate only
 //	  }
+//	  metrics {                           # optional: plain-HTTP GET /metrics for Prometheus, no client certificate
+//	    port     = 9464                   # required; differs from api_port and health_port
+//	    networks = ["default"]            # the node's addresses on these networks; default: every network
+//	    loopback = false                  # also listen on 127.0.0.1
+//	  }
 //	}
+//
+// GET /metrics is always served on the API (Unix socket, mutual TLS); the
+// metrics block adds a listener that needs no certificate, serving only
+// /metrics (read-only figures).
 //
 // # Module file
 //

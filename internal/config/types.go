@@ -1,7 +1,10 @@
 package config
 
 import (
+	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -79,6 +82,52 @@ type Cluster struct {
 	Networks []*Network // in declaration order
 	Nodes    []*Node    // in declaration order
 	Users    []*User    // in declaration order
+	// Metrics is the optional plain-HTTP metrics listener; nil = none
+	// (GET /metrics is still served on the API).
+	Metrics *Metrics
+}
+
+// Metrics is the cluster's metrics block: every node serves GET /metrics
+// in plain HTTP on Port, so that Prometheus scrapes without a client
+// certificate (the figures are read-only; the API keeps mutual TLS).
+type Metrics struct {
+	Source
+	Port int
+	// Networks are those whose node address is listened on; nil = every
+	// network the node has an address on.
+	Networks      []string
+	NetworkRanges []hcl.Range
+	// Loopback also listens on 127.0.0.1 (a Prometheus agent on the node).
+	Loopback bool
+}
+
+// MetricsAddrs returns the host:port addresses node's metrics listener
+// serves, each once; none without a metrics block.
+func (c *Cluster) MetricsAddrs(node string) []string {
+	m, n := c.Metrics, c.Node(node)
+	if m == nil || n == nil {
+		return nil
+	}
+	nets := m.Networks
+	if nets == nil {
+		nets = c.NetworkNames()
+	}
+	var out []string
+	add := func(ip string) {
+		a := net.JoinHostPort(ip, strconv.Itoa(m.Port))
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	for _, name := range nets {
+		if ip, ok := n.Addresses[name]; ok {
+			add(ip.String())
+		}
+	}
+	if m.Loopback {
+		add("127.0.0.1")
+	}
+	return out
 }
 
 // Network returns the declared network with that name, or nil.

@@ -350,13 +350,18 @@ func TestHandlerServesExposition(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	for _, line := range []string{
-		`halo_module_state{kind="mirror",module="db",node="n1",state="STOP"} 1`,
-		"# TYPE go_goroutines gauge",
-	} {
-		if !strings.Contains(string(body), line) {
-			t.Fatalf("exposition lacks %q:\n%s", line, body)
-		}
+	e, err := Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := e.Value("halo_module_state", map[string]string{"module": "db", "state": "STOP"}); v != 1 || !ok || err != nil {
+		t.Fatalf("parsed STOP series: %v %v %v", v, ok, err)
+	}
+	if _, _, err := e.Value("halo_module_state", map[string]string{"module": "db"}); err == nil {
+		t.Fatal("several matching series are not an error")
+	}
+	if _, ok, _ := e.Value("go_goroutines", nil); !ok {
+		t.Fatalf("no Go runtime series:\n%s", body)
 	}
 }
 
