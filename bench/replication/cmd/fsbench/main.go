@@ -44,6 +44,8 @@ type options struct {
 	keepTree    bool
 	targetNS    string
 	tarball     string
+	setups      string
+	workloads   string
 }
 
 const (
@@ -69,8 +71,10 @@ func main() {
 	flag.Int64Var(&o.resyncBytes, "resync-bytes", 10<<30, "bytes in the resync tree")
 	flag.BoolVar(&o.skipFS, "skip-fs", false, "skip the filesystem workloads")
 	flag.BoolVar(&o.skipResync, "skip-resync", false, "skip the full-resync benchmark")
-	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the source daemon during the replicated sequential and 4 KiB phases of run 1 into this directory")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the source daemon during each replicated workload of run 1 into this directory (<workload>.pprof)")
 	flag.BoolVar(&o.keepTree, "keep-tree", false, "keep the resync tree (and reuse it next time)")
+	flag.StringVar(&o.setups, "setups", strings.Join(setups, ","), "setups to run (development; the report wants all three)")
+	flag.StringVar(&o.workloads, "workloads", strings.Join(workloads, ","), "workloads to run (development; the report wants all four)")
 	flag.StringVar(&o.targetNS, "target-ns", "", "internal: the target's namespace")
 	flag.StringVar(&o.tarball, "tarball", "", "source tree tarball to untar (default: made once from the Go tree's src)")
 	flag.Parse()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +91,9 @@ func (b *bed) fsPhases(rep *report) error {
 	}
 	mounted := b.cfg.Nodes["n1"].Repl
 	for _, setup := range setups {
+		if !slices.Contains(strings.Split(b.o.setups, ","), setup) {
+			continue
+		}
 		dir := plain
 		switch setup {
 		case "capture":
@@ -108,6 +112,9 @@ func (b *bed) fsPhases(rep *report) error {
 		}
 		for r := range b.o.runs {
 			for _, wl := range workloads {
+				if !slices.Contains(strings.Split(b.o.workloads, ","), wl) {
+					continue
+				}
 				work := filepath.Join(dir, fmt.Sprintf("%s-%d", wl, r))
 				if err := os.MkdirAll(work, 0o755); err != nil {
 					return fmt.Errorf("create %s: %w", work, err)
@@ -120,7 +127,7 @@ func (b *bed) fsPhases(rep *report) error {
 				if err := replication.DropCaches(); err != nil {
 					return err
 				}
-				prof := b.o.profile != "" && setup == "replicated" && r == 0 && (wl == "seq" || wl == "rand4k")
+				prof := b.o.profile != "" && setup == "replicated" && r == 0
 				if prof {
 					if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
 						return err
