@@ -260,7 +260,8 @@ type Action interface{ isAction() }
 // Tick carries the current time. Machines evaluate every timeout on ticks.
 type Tick struct{ Now time.Time }
 
-// CheckerResult is one checker's report.
+// CheckerResult is one checker's report. At is when the check began: what
+// it saw may predate a change made while it ran.
 type CheckerResult struct {
 	At      time.Time
 	Name    string

@@ -30,13 +30,13 @@ func (m *Machine) onCheckerResult(e core.CheckerResult) {
 		m.logf("info", "%s", text)
 	}
 	c.status, c.msg = e.Status, e.Message
-	// Only a report about a state the checker watches arms it; one about
-	// another state disarms it: a `prim` checker that saw no application
-	// while this node was SECOND must not restart the application the
-	// moment it starts here.
-	if m.plan == nil {
-		c.armed = applies(c.spec.When, m.state)
-	}
+	// Only a check of a settled state the checker watches arms it; one
+	// made during a plan, before the last plan or state change ended, or
+	// in another state disarms it: a `prim` checker that saw no
+	// application while this node was SECOND, or while start_prim ran,
+	// must not restart the application the moment it is up.
+	c.armed = m.plan == nil && applies(c.spec.When, m.state) &&
+		!e.At.Before(m.since) && !e.At.Before(m.settled)
 }
 
 // applies tells whether a checker limited by w watches a node in state s.

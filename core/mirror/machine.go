@@ -82,6 +82,9 @@ type Machine struct {
 	admin  bool
 	basis  Basis
 	since  time.Time
+	// settled is when the last plan ended: a checker result from a check
+	// that began before it describes the situation the plan changed.
+	settled time.Time
 
 	nets       []*netState
 	peer       PeerStatus
@@ -339,6 +342,7 @@ func (m *Machine) runPlan() {
 		p := m.plan
 		if len(p.steps) == 0 {
 			m.plan = nil
+			m.settled = m.now
 			return
 		}
 		s := p.steps[0]

@@ -360,6 +360,7 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		began := time.Now()
 		st, msg := c.Runner.Check(cctx)
 		cancel()
 		if ctx.Err() != nil {
@@ -370,7 +371,7 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 		// reporter lives: it must not overwrite the reported value. Its
 		// down/unknown (the reporter died) still counts.
 		if st != core.CheckUp || !r.externallyReported(c.Name) {
-			r.report(ctx, c.Name, st, msg)
+			r.reportAt(ctx, began, c.Name, st, msg)
 		}
 		select {
 		case <-ctx.Done():
@@ -383,8 +384,14 @@ func (r *moduleRunner) runChecker(ctx context.Context, c Checker) {
 // report records a checker result as the resource checker.<name> and feeds
 // it to the machine.
 func (r *moduleRunner) report(ctx context.Context, name string, st core.CheckStatus, msg string) {
+	r.reportAt(ctx, time.Now(), name, st, msg)
+}
+
+// reportAt is report for a check that began at began (the machine ignores
+// what a check that began before a state change saw).
+func (r *moduleRunner) reportAt(ctx context.Context, began time.Time, name string, st core.CheckStatus, msg string) {
 	r.recordChecker(name, st, msg)
-	r.deliver(ctx, core.CheckerResult{At: time.Now(), Name: name, Status: st, Message: msg})
+	r.deliver(ctx, core.CheckerResult{At: began, Name: name, Status: st, Message: msg})
 }
 
 // deliver hands an event to the event loop unless ctx ends first.
