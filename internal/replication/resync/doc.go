@@ -82,6 +82,21 @@
 // correct, so a plan made from maps older than the trees (see below) still
 // ends with identical trees.
 //
+// # Hard links
+//
+// The journal knows a link as the creation of its new name, so an
+// incremental plan sends that name as a Whole item whose listing lacks the
+// file's other names. A subtree synchronisation therefore leaves out the
+// files it lists with fewer names than their link count: before the
+// freeze their target paths are marked stale (the next pass takes them
+// again), and the first pass on an unchanging source, after its items,
+// finds every name of those inodes in the source tree, links them on the
+// target to one of them and compares that file whole (relink.go). A write
+// made through a name that no longer exists at that point was journaled
+// under that name only: the other names get it from the whole comparison
+// if their inode was noted, not otherwise (a name of a file written
+// through it and removed before the resync: a full resync repairs it).
+//
 // # Writes during a resync: the rule
 //
 // The application keeps writing on the source while a resync runs (the

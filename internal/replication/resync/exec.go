@@ -36,6 +36,11 @@ func (s *source) handleFailures(fails []opFailure) error {
 			s.mu.Lock()
 			s.missing[f.Target] = true
 			s.mu.Unlock()
+		case f.Kind == op.Link && unix.Errno(f.Errno) == unix.ENOENT && s.live():
+			// The name to link to did not reach the target: the
+			// application renamed or deleted it while it was read. The
+			// next pass sends this name whole.
+			s.markStale(f.Path)
 		case f.Kind == op.Rmdir && unix.Errno(f.Errno) == unix.ENOTEMPTY:
 			s.warn("%q is gone on the source but holds excluded entries on the target: kept", f.Path)
 		default:
@@ -425,6 +430,7 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 	s.prog.filesTot.Add(files)
 	s.prog.bytesTot.Add(bytes)
 	d := diffTrees(srcEntries, tgt)
+	s.leaveLinked(d, srcEntries)
 	if prefix == "" {
 		s.setPhase("send")
 	}
@@ -963,6 +969,9 @@ func (s *source) runPlan(p *journal.Plan) error {
 	}
 	if err := s.barrierAll(); err != nil {
 		return err
+	}
+	if err := s.relink(c0); err != nil {
+		return fmt.Errorf("restore hard links: %w", err)
 	}
 	// Whatever an interrupted resync left in the staging directory, and
 	// the directory itself, go before the times are set.

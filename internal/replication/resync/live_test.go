@@ -264,3 +264,14 @@ func sameBase(tb testing.TB, files int, size int) (src, tgt string) {
 	r.check(tb)
 	return src, tgt
 }
+
+// Link makes rel another name of the existing file old; the journal knows
+// it as the creation of rel (as the daemon journals a link).
+func (j *journaledTree) Link(old, rel string) error {
+	j.gate.RLock()
+	defer j.gate.RUnlock()
+	trace("writer: link %s %s", old, rel)
+	return j.structural(journal.Op{Kind: journal.OpCreate, Path: rel}, func() error {
+		return j.both(func(root string) error { return os.Link(at(root, old), at(root, rel)) }, old, rel)
+	})
+}

@@ -92,8 +92,11 @@ type source struct {
 	stale    map[string]bool // target paths a pass left undone
 	// wholeLater: Update items to send whole after the other items.
 	wholeLater []string
-	knownDirs  map[string]bool // target directories made sure of
-	parentsMu  sync.Mutex
+	// linked: source inodes (hard-linked files) that a Whole item listed
+	// without all their names; the pass links the names afterwards.
+	linked    map[devIno]bool
+	knownDirs map[string]bool // target directories made sure of
+	parentsMu sync.Mutex
 }
 
 func runSource(ctx context.Context, conns []Conn, cfg SourceConfig) (Result, error) {
