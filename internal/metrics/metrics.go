@@ -166,6 +166,22 @@ func (m *Metrics) AddModule(module string, checkers []string) {
 	}
 }
 
+// RemoveModule drops the module's event series (it was uninstalled): a
+// module installed again under the name starts from zero, as Prometheus
+// expects of a new series.
+func (m *Metrics) RemoveModule(module string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"module": module}
+	m.transitions.DeletePartialMatch(l)
+	m.failovers.DeletePartialMatch(l)
+	m.checks.DeletePartialMatch(l)
+	m.checkFailures.DeletePartialMatch(l)
+	m.scriptTime.DeletePartialMatch(l)
+	m.scriptFails.DeletePartialMatch(l)
+}
+
 // Transition records a state change.
 func (m *Metrics) Transition(module, from, to string) {
 	if m == nil || from == to {

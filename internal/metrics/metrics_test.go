@@ -194,6 +194,14 @@ halo_script_duration_seconds_count{module="db",node="n1",script="start"} 2
 		"halo_checker_failures_total", "halo_script_failures_total", "halo_script_duration_seconds"); err != nil {
 		t.Fatal(err)
 	}
+	m.Transition("web", "STOP", "UP")
+	m.RemoveModule("db")
+	if n := testutil.CollectAndCount(m.transitions); n != 1 {
+		t.Fatalf("%d transition series after db was removed, want web's 1", n)
+	}
+	if n := testutil.CollectAndCount(m.scriptTime) + testutil.CollectAndCount(m.checks) + testutil.CollectAndCount(m.failovers); n != 0 {
+		t.Fatalf("%d series of db left after it was removed", n)
+	}
 	var nilMetrics *Metrics // hooks of an agent without metrics
 	nilMetrics.Transition("db", "STOP", "WAIT")
 	nilMetrics.ScriptDone("db", "start", time.Second, true)

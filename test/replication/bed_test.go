@@ -48,6 +48,8 @@ type clusterOpts struct {
 	splitBrain string // split_brain_winner
 	// pulse and timeout of the heartbeats (default testPulse, testTimeout).
 	pulse, timeout time.Duration
+	// cluster is more HCL in the cluster block (a metrics block).
+	cluster string
 }
 
 // newReplCluster deploys the mirror module with one replicated directory
@@ -110,6 +112,17 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
 		s = s[:len(s)-1] + block + "}\n"
 		if err := os.WriteFile(modFile, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		if o.cluster != "" {
+			clusterFile := filepath.Join(n.ConfigDir, "cluster.hcl")
+			b, err := os.ReadFile(clusterFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := strings.TrimRight(string(b), "\n")
+			if err := os.WriteFile(clusterFile, []byte(s[:len(s)-1]+o.cluster+"}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Registered after the bed's cleanup, so it runs first: the logs are
