@@ -78,6 +78,7 @@ Every path has a flag and an environment variable, so several nodes can run on o
 			opts := agent.Options{
 				Node: node, Version: Version, Cluster: cfg.Cluster, Modules: cfg.Modules,
 				DataDir: dataDir, Socket: socket, Plugins: host, Logger: logger,
+				ConfigDir: configDir, Schemas: host,
 				Realtime: rt, SchedulingNote: schedNote,
 			}
 			if cfg.Cluster != nil {

@@ -11,8 +11,6 @@ import (
 // callers get a distinct exit code (2) instead of a silent success.
 // A command moves out of this list when it works for real.
 var pendingCommands = []struct{ use, short string }{
-	{"reload <module>", "Apply live-changeable settings of an edited module file"},
-	{"module list|install|uninstall|package|deploy", "Manage module bundles"},
 	{"snapshot <module> <out.tar.gz>", "Bundle config, logs, state and versions for support"},
 }
 

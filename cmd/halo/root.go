@@ -28,6 +28,8 @@ func newRootCmd() *cobra.Command {
 		newReplicateCmd(),
 		newVerifyCmd(),
 		newDiffCmd(),
+		newModuleAdminCmd(),
+		newReloadCmd(),
 		newSwitchCommand("failover", "Enable or suspend automatic failover"),
 		newSwitchCommand("checker", "Enable or suspend checkers"),
 		newSwitchCommand("errd", "Enable or suspend process checkers"),

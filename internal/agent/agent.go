@@ -74,6 +74,12 @@ type Options struct {
 	MetricsAddrs []string
 	Plugins      Plugins
 	Logger       hclog.Logger
+	// ConfigDir is the configuration directory the modules were loaded
+	// from ("" = none: modules cannot be installed, uninstalled or
+	// reloaded through the API); Schemas validates plugin settings of
+	// installed and reloaded modules as at start.
+	ConfigDir string
+	Schemas   config.PluginSchemas
 	// KeepModulesOnExit makes Run return without stopping the modules, as
 	// a crash would (tests use it to play a node's death).
 	KeepModulesOnExit bool
@@ -97,6 +103,11 @@ type Agent struct {
 	runners map[string]*moduleRunner
 	names   []string
 	metrics *metrics.Metrics
+
+	// mu guards runners and names: modules are installed and uninstalled
+	// while the agent runs (admin.go).
+	mu    sync.RWMutex
+	admin adminState
 }
 
 var _ httpapi.Backend = (*Agent)(nil)
@@ -127,6 +138,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		a.names = append(a.names, mod.Name)
 	}
 	sort.Strings(a.names)
+	a.initAdmin()
 	return a, nil
 }
 
@@ -274,21 +286,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	runCtx, stopRunners := context.WithCancel(context.Background())
 	defer stopRunners()
 	var wg sync.WaitGroup
-	for _, name := range a.names {
-		r := a.runners[name]
-		wg.Add(1)
-		go func() { defer wg.Done(); r.run(runCtx) }()
-	}
+	a.startModules(runCtx, &wg)
 	if rt := a.opts.Realtime; rt != nil {
 		wg.Go(func() { rt.Maintain(runCtx, threadSweepEvery, a.logger.Named("sched")) })
 	}
-	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.names, "socket", a.opts.Socket, "scheduling", a.schedulingText())
+	a.logger.Info("agent running", "node", a.opts.Node, "modules", a.moduleNames(), "socket", a.opts.Socket, "scheduling", a.schedulingText())
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	a.closeAdmin()
 	if !a.opts.KeepModulesOnExit {
 		a.stopModules()
 	}
@@ -313,14 +322,14 @@ func (a *Agent) Run(ctx context.Context) error {
 // administrator's (core.OriginShutdown): modules start again with the agent.
 func (a *Agent) stopModules() {
 	var wg sync.WaitGroup
-	for _, name := range a.names {
-		r := a.runners[name]
+	for _, r := range a.moduleRunners() {
+		name := r.mod.Name
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// Graceful stop, forced rerun, poststop: bounded by the module's
 			// stop timeout twice, plus slack for the VIP release.
-			budget := 2*r.mod.App.StopTimeout + 10*time.Second
+			budget := 2*r.config().App.StopTimeout + 10*time.Second
 			ctx, cancel := context.WithTimeout(context.Background(), budget)
 			defer cancel()
 			if r.snapshot(false).State == core.Stop.String() {
@@ -346,7 +355,7 @@ func (a *Agent) stopModules() {
 }
 
 func (a *Agent) runner(module string) (*moduleRunner, error) {
-	r, ok := a.runners[module]
+	r, ok := a.lookup(module)
 	if !ok {
 		return nil, httpapi.NotFound("no module %q on node %s", module, a.opts.Node)
 	}
@@ -364,9 +373,10 @@ func (a *Agent) Version() api.VersionInfo {
 
 // Modules implements httpapi.Backend.
 func (a *Agent) Modules() []api.ModuleStatus {
-	out := make([]api.ModuleStatus, 0, len(a.names))
-	for _, n := range a.names {
-		out = append(out, a.runners[n].snapshot(false))
+	rs := a.moduleRunners()
+	out := make([]api.ModuleStatus, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.snapshot(false))
 	}
 	return out
 }

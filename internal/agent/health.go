@@ -29,8 +29,8 @@ type HealthResponse struct {
 // the endpoint, sorted.
 func (a *Agent) healthPorts() []int {
 	var ports []int
-	for _, name := range a.names {
-		if h := a.runners[name].mod.Health; h.Enabled && !slices.Contains(ports, h.Port) {
+	for _, r := range a.moduleRunners() {
+		if h := r.mod.Health; h.Enabled && !slices.Contains(ports, h.Port) {
 			ports = append(ports, h.Port)
 		}
 	}
@@ -62,8 +62,8 @@ func (a *Agent) serveHealth(errc chan<- error) []*http.Server {
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				a.logger.Error("health endpoint unavailable", "address", addr, "error", err)
-				for _, name := range a.names {
-					if r := a.runners[name]; r.mod.Health.Enabled && r.mod.Health.Port == port {
+				for _, r := range a.moduleRunners() {
+					if r.mod.Health.Enabled && r.mod.Health.Port == port {
 						r.events.add("log", "error", fmt.Sprintf("health endpoint unavailable on %s: %v", addr, err))
 					}
 				}
@@ -76,7 +76,7 @@ func (a *Agent) serveHealth(errc chan<- error) []*http.Server {
 }
 
 func (a *Agent) serveModuleHealth(w http.ResponseWriter, module string, port int) {
-	r, ok := a.runners[module]
+	r, ok := a.lookup(module)
 	if !ok || !r.mod.Health.Enabled || r.mod.Health.Port != port {
 		writeAPIError(w, http.StatusNotFound, fmt.Sprintf("no module %q with a health endpoint on port %d of node %s", module, port, a.opts.Node))
 		return

@@ -58,18 +58,7 @@ func newMachine(mod *config.Module, node, statePath string) (machineSetup, error
 			cfg.Power = mod.Farm.Power
 			cfg.Balance = string(mod.Farm.Balance)
 		}
-		describe := func(p farm.Persistent) (api.Switches, int) {
-			sw := api.Switches{Failover: true, Checkers: !p.AllCheckersOff, Errd: !p.ErrdOff}
-			return sw, countSince(p.LoopTimes, time.Now(), mod.LoopInterval)
-		}
-		persist := func(data any) (api.Switches, int, error) {
-			p, ok := data.(farm.Persistent)
-			if !ok {
-				return api.Switches{}, 0, fmt.Errorf("farm machine asked to persist %T", data)
-			}
-			sw, n := describe(p)
-			return sw, n, saveJSON(statePath, p)
-		}
+		describe, persist := farmPersistence(mod, statePath)
 		sw, n := describe(p)
 		return machineSetup{machine: farm.New(cfg, p), persist: persist, switches: sw, loopCount: n}, nil
 	default:
@@ -101,6 +90,33 @@ func newMirrorMachine(mod *config.Module, node, statePath string, specs []core.C
 	if err := cfg.Validate(); err != nil {
 		return machineSetup{}, err
 	}
+	describe, persist := mirrorPersistence(mod, statePath)
+	m := mirror.New(cfg, p)
+	sw, n := describe(p)
+	return machineSetup{machine: m, persist: persist, switches: sw, loopCount: n, mirror: m}, nil
+}
+
+// farmPersistence returns how a farm's persistent state shows in the API
+// and the function that stores it; both depend on the module's
+// configuration, so a live reload builds them again.
+func farmPersistence(mod *config.Module, statePath string) (func(farm.Persistent) (api.Switches, int), persistFunc) {
+	describe := func(p farm.Persistent) (api.Switches, int) {
+		sw := api.Switches{Failover: true, Checkers: !p.AllCheckersOff, Errd: !p.ErrdOff}
+		return sw, countSince(p.LoopTimes, time.Now(), mod.LoopInterval)
+	}
+	persist := func(data any) (api.Switches, int, error) {
+		p, ok := data.(farm.Persistent)
+		if !ok {
+			return api.Switches{}, 0, fmt.Errorf("farm machine asked to persist %T", data)
+		}
+		sw, n := describe(p)
+		return sw, n, saveJSON(statePath, p)
+	}
+	return describe, persist
+}
+
+// mirrorPersistence is farmPersistence for a mirror module.
+func mirrorPersistence(mod *config.Module, statePath string) (func(mirror.Persistent) (api.Switches, int), persistFunc) {
 	describe := func(p mirror.Persistent) (api.Switches, int) {
 		sw := api.Switches{
 			Failover: mod.Failover && !p.FailoverOff,
@@ -117,9 +133,7 @@ func newMirrorMachine(mod *config.Module, node, statePath string, specs []core.C
 		sw, n := describe(p)
 		return sw, n, saveJSON(statePath, p)
 	}
-	m := mirror.New(cfg, p)
-	sw, n := describe(p)
-	return machineSetup{machine: m, persist: persist, switches: sw, loopCount: n, mirror: m}, nil
+	return describe, persist
 }
 
 // countSince counts the times within interval before now.

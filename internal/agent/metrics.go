@@ -58,15 +58,16 @@ func (a *Agent) serveMetrics(errc chan<- error) *http.Server {
 type agentMetrics struct{ a *Agent }
 
 func (m agentMetrics) Modules() []metrics.Module {
-	out := make([]metrics.Module, 0, len(m.a.names))
-	for _, name := range m.a.names {
-		out = append(out, m.a.runners[name].metricsView())
+	rs := m.a.moduleRunners() // modules come and go (admin.go)
+	out := make([]metrics.Module, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.metricsView())
 	}
 	return out
 }
 
 func (m agentMetrics) ReplicationStatus(ctx context.Context, module string) (*ctl.Status, error) {
-	r, ok := m.a.runners[module]
+	r, ok := m.a.lookup(module)
 	if !ok || r.mirror == nil {
 		return nil, fmt.Errorf("module %s does not replicate", module)
 	}

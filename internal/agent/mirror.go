@@ -337,7 +337,7 @@ func (s *peerSender) post(ctx context.Context, u string, body []byte) error {
 // other node, authenticated by its certificate, fed to the machine.
 func (a *Agent) handlePeerMessage(w http.ResponseWriter, req *http.Request) {
 	module := mux.Vars(req)["module"]
-	r, ok := a.runners[module]
+	r, ok := a.lookup(module)
 	if !ok || r.mirror == nil {
 		writeAPIError(w, http.StatusNotFound, fmt.Sprintf("no mirror module %q on node %s", module, a.opts.Node))
 		return

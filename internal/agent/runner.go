@@ -101,6 +101,9 @@ type moduleRunner struct {
 	lag       loopLag
 	tickEvery time.Duration
 
+	// reconfState: live configuration changes (admin_live.go).
+	reconfState
+
 	// metrics records transitions, checker results and script runs (nil:
 	// none). replication is the daemon's latest status, under mu.
 	metrics     *metrics.Metrics
@@ -132,6 +135,7 @@ func newModuleRunner(mod *config.Module, node string, m Machine, app AppRunner, 
 			Loop: api.LoopInfo{Max: mod.MaxLoop, Interval: mod.LoopInterval.String()},
 		},
 	}
+	r.reconf = make(chan reconfReq)
 	for _, c := range checkers {
 		r.resources["checker."+c.Name] = api.Resource{Value: core.CheckInit.String(), Since: time.Now().UTC()}
 	}
@@ -142,10 +146,7 @@ func newModuleRunner(mod *config.Module, node string, m Machine, app AppRunner, 
 // goroutines and report through r.in.
 func (r *moduleRunner) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, c := range r.checkers {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.runChecker(ctx, c) }()
-	}
+	r.startCheckers(ctx, &wg)
 	every := tickEvery
 	var received <-chan struct{}
 	if mi := r.mirror; mi != nil {
@@ -209,6 +210,8 @@ func (r *moduleRunner) run(ctx context.Context) {
 			r.step(ctx, ev)
 		case req := <-r.cmds:
 			req.reply <- r.step(ctx, req.cmd)
+		case req := <-r.reconf:
+			req.reply <- r.applyLive(ctx, req.mod)
 		}
 	}
 }
@@ -326,9 +329,10 @@ func isStopScript(name string) bool {
 }
 
 func (r *moduleRunner) startScript(ctx context.Context, a core.RunScript) {
-	run := ScriptRun{Script: a.Script, Args: a.Args, Force: a.Force, Timeout: r.mod.App.StartTimeout}
+	app := r.config().App // its timeouts may change live
+	run := ScriptRun{Script: a.Script, Args: a.Args, Force: a.Force, Timeout: app.StartTimeout}
 	if isStopScript(a.Script) {
-		run.Timeout = r.mod.App.StopTimeout
+		run.Timeout = app.StopTimeout
 	}
 	desc := a.Script + " " + strings.Join(a.Args, " ")
 	if a.Force {

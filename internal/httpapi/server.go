@@ -73,6 +73,10 @@ func NewRouter(b Backend) *mux.Router {
 	v1.Handle("/modules/{module}/resources/{name}", s.wrap(s.resource)).Methods(http.MethodGet)
 	v1.Handle("/modules/{module}/resources/{name}", s.wrap(s.setResource)).Methods(http.MethodPut)
 	v1.Handle("/plugins", s.wrap(s.plugins)).Methods(http.MethodGet)
+	v1.Handle("/modules/{module}/bundle", s.wrap(s.installBundle)).Methods(http.MethodPut)
+	v1.Handle("/modules/{module}", s.wrap(s.uninstallModule)).Methods(http.MethodDelete)
+	v1.Handle("/modules/{module}/reload", s.wrap(s.reloadModule)).Methods(http.MethodPost)
+	v1.Handle("/config/modules", s.wrap(s.installedModules)).Methods(http.MethodGet)
 	r.Handle("/metrics", s.metrics()).Methods(http.MethodGet)
 	notFound := s.wrap(func(_ http.ResponseWriter, r *http.Request) error {
 		return NotFound("no such endpoint: %s %s", r.Method, r.URL.Path)

@@ -147,7 +147,7 @@ func TestBadRequests(t *testing.T) {
 		{"POST", "/v1/modules/web/commands", `{"command":"stop","fullsync":"yes"}`, 400, "invalid request body"},
 		{"POST", "/v1/modules/web/commands", `{"command":"` + strings.Repeat("x", maxBody) + `"}`, 400, "invalid request body"},
 		{"GET", "/v1/modules/web/events?after=-1", ``, 400, `"after"`},
-		{"DELETE", "/v1/modules/web", ``, 405, "not allowed"},
+		{"PATCH", "/v1/modules/web", ``, 405, "not allowed"}, // DELETE uninstalls (admin.go)
 		{"GET", "/v2/nothing", ``, 404, "no such endpoint"},
 		{"PUT", "/v1/modules/web/resources/x", `{"value":""}`, 400, "value is required"},
 	}
