@@ -459,6 +459,8 @@ func (s *sink) fillStatus(st *ctl.Status) {
 	st.InFlight = stats.InFlight
 	st.Lag = stats.Lag
 	st.OpsSent, st.BytesSent = stats.OpsSent, stats.BytesSent
+	st.Submitted, st.Applied, st.Durable = stats.Submitted, stats.Applied, stats.Durable
+	st.InFlightBytes, st.RTT = stats.InFlightBytes, stats.RTT
 }
 
 // rateMeter turns a byte counter into a recent rate.

@@ -120,6 +120,16 @@ type Status struct {
 	OpsSent      uint64        `json:"ops_sent"`
 	BytesSent    uint64        `json:"bytes_sent"`
 	StalledSince time.Time     `json:"stalled_since,omitzero"`
+	// Sequence numbers of the current stream (every operation and
+	// barrier takes one, from 1): Submitted given out, Applied and
+	// Durable acknowledged by the peer; InFlightBytes are the bytes of
+	// the operations not yet applied, RTT the stream's latest ping. A
+	// source only; zero from a daemon that predates them.
+	Submitted     uint64        `json:"submitted,omitempty"`
+	Applied       uint64        `json:"applied,omitempty"`
+	Durable       uint64        `json:"durable,omitempty"`
+	InFlightBytes int64         `json:"in_flight_bytes,omitempty"`
+	RTT           time.Duration `json:"rtt,omitempty"`
 	// Journal: size of the journal file and what its map holds.
 	JournalBytes int64         `json:"journal_bytes"`
 	Dirty        journal.Stats `json:"dirty"`
