@@ -220,6 +220,12 @@ func (m *Machine) cmdPrim(c core.Command, cause string, refuse func(string, ...a
 		refuse("%s", m.checkerReason(ch))
 		return
 	}
+	if why, _ := m.replBlocker(); why != "" {
+		// Even primforce: the application would run on directories that
+		// are not captured (or not the data disk), unjournaled.
+		refuse("%s", why)
+		return
+	}
 	accept()
 	m.witness = witnessState{}
 	m.yield = false

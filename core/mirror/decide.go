@@ -266,6 +266,13 @@ func (m *Machine) reconcileWait() bool {
 		m.setReason(m.checkerReason(c)+": holding in WAIT until it is up", false)
 		return false
 	}
+	if why, admin := m.replBlocker(); why != "" {
+		// Neither serving nor receiving a resync: the directories may
+		// not be the data disk (must_exist). The peer sees why and takes
+		// over if it can.
+		m.setReason(why+": holding in WAIT", admin)
+		return false
+	}
 	if m.inGrace() {
 		m.setReason(fmt.Sprintf("waiting for a heartbeat from %s", m.cfg.Peer), false)
 		return false
@@ -478,6 +485,11 @@ func (m *Machine) failover(cause string) bool {
 	if c := m.forbidder(core.Alone); c != nil {
 		m.inSyncAtLoss = true
 		m.toWait(fmt.Sprintf("%s; %s: cannot take over", cause, m.checkerReason(c)), false)
+		return true
+	}
+	if why, admin := m.replBlocker(); why != "" {
+		m.inSyncAtLoss = true
+		m.toWait(fmt.Sprintf("%s; %s: cannot take over", cause, why), admin)
 		return true
 	}
 	if m.cfg.Witness {

@@ -105,6 +105,11 @@ type Machine struct {
 	resyncRetryAt time.Time
 	stallSince    time.Time // replication not acknowledged since
 	stallReported time.Time // when the replication layer said so
+	// replReported: the replication layer reported its readiness
+	// (Config.ReplReadiness); replProblem is why it cannot serve the
+	// directories ("" = it can).
+	replReported bool
+	replProblem  string
 
 	// Elections between two nodes that see each other (see
 	// PeerStatus.Candidate): the highest term seen, this node's candidacy,
@@ -194,6 +199,9 @@ func (m *Machine) Step(ev core.Event) []core.Action {
 			m.stallSince, m.stallReported = e.Since, m.now
 			m.logf("warn", "replication to %s not acknowledged since %s", m.cfg.Peer, e.Since.Format(time.RFC3339Nano))
 		}
+	case ReplReady:
+		m.advance(e.At)
+		m.onReplReady(e)
 	case ReplInSync:
 		m.advance(e.At)
 		if !m.stallSince.IsZero() {
@@ -605,6 +613,42 @@ func (m *Machine) onResyncFailed(e ResyncFailed) {
 	m.enter(core.Second, core.NotReady, fmt.Sprintf("resync from %s failed (%s): data inconsistent; retrying in %v", m.cfg.Peer, e.Reason, m.cfg.ResyncRetry))
 }
 
+// onReplReady records the replication layer's readiness.
+func (m *Machine) onReplReady(e ReplReady) {
+	if m.replReported && e.Problem == m.replProblem {
+		return
+	}
+	was := m.replReported && m.replProblem != ""
+	m.replReported, m.replProblem = true, e.Problem
+	switch {
+	case e.Problem != "":
+		level := "error"
+		if m.state.Serving() {
+			// must_exist is checked before a start: the application
+			// that runs goes on.
+			level = "warn"
+		}
+		m.logf(level, "replicated directories not usable on %s: %s", m.cfg.Node, e.Problem)
+	case was:
+		m.logf("info", "replicated directories usable again on %s", m.cfg.Node)
+	}
+}
+
+// replBlocker tells why the replication layer keeps this node from
+// serving or becoming SECOND ("" if nothing does), and whether an
+// administrator must act.
+func (m *Machine) replBlocker() (string, bool) {
+	switch {
+	case !m.cfg.ReplReadiness:
+		return "", false
+	case !m.replReported:
+		return fmt.Sprintf("waiting for the replication layer of %s to check its directories", m.cfg.Node), false
+	case m.replProblem != "":
+		return fmt.Sprintf("replicated directories not usable on %s: %s", m.cfg.Node, m.replProblem), true
+	}
+	return "", false
+}
+
 // ---- status ----
 
 // canServe tells whether this node could serve now if elected, if not why,
@@ -626,6 +670,9 @@ func (m *Machine) canServe() (ok bool, blocker string, admin bool) {
 	}
 	if c := m.forbidder(core.Alone); c != nil {
 		return false, m.checkerReason(c), false
+	}
+	if why, admin := m.replBlocker(); why != "" && !m.state.Serving() {
+		return false, why, admin
 	}
 	return true, "", false
 }
@@ -692,6 +739,16 @@ func (m *Machine) Status() Status {
 	res["replication.outdated"] = fmt.Sprint(m.p.Outdated)
 	if m.resync != nil {
 		res["replication.resync"] = fmt.Sprintf("%d/%d", m.resync.done, m.resync.total)
+	}
+	if m.cfg.ReplReadiness {
+		switch {
+		case !m.replReported:
+			res["replication.ready"] = "unknown"
+		case m.replProblem != "":
+			res["replication.ready"] = "no: " + m.replProblem
+		default:
+			res["replication.ready"] = "yes"
+		}
 	}
 	if !m.stallSince.IsZero() {
 		res["replication.stalled_since"] = m.stallSince.Format(time.RFC3339Nano)

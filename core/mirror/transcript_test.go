@@ -28,7 +28,8 @@ import (
 //	cluster [networks=(a,b)] [timeout=500ms] [failover=false] [witness]
 //	        [sync_delta=D] [default_primary=N] [stall_timeout=D] [winner=W]
 //	        [max_loop=N] [loop_interval=D] [checkers=(name:action:when[:type],...)]
-//	        [writes=D]                      new world, both agents down
+//	        [writes=D] [repl_ready]          new world, both agents down
+//	                                        (repl_ready: Config.ReplReadiness)
 //	setup                                   both booted, node1 PRIM, node2 SECOND (quiet)
 //	boot N... | crash N | freeze N | thaw N
 //	tick D                                  run the world for D
@@ -37,6 +38,7 @@ import (
 //	checker N <name> up|down [msg=...]
 //	witness N up|down
 //	repl-block N | repl-unblock N           replication from N not acknowledged
+//	repl-problem N <text> | repl-ok N       N's replicated directories unusable / usable
 //	hold N <script> | release N <script> ok|failed|timeout
 //	fail N <script> [failed|timeout]        next run of script fails
 //	hold-resync N | finish-resync N ok|failed
@@ -193,6 +195,14 @@ func (h *harness) run(t *testing.T, td *datadriven.TestData) string {
 		n := h.node(td, 0)
 		n.ReplBlocked = td.Cmd == "repl-block"
 		h.line(n, "** replication from %s %s", n.Name, map[bool]string{true: "blocked", false: "unblocked"}[n.ReplBlocked])
+	case "repl-problem", "repl-ok":
+		n := h.node(td, 0)
+		problem := ""
+		if td.Cmd == "repl-problem" {
+			problem = h.arg(td, 1)
+		}
+		h.line(n, "** replicated directories of %s: %s", n.Name, map[bool]string{true: "usable", false: "unusable (" + problem + ")"}[problem == ""])
+		h.w.SetReplProblem(n, problem)
 	case "hold":
 		n := h.node(td, 0)
 		n.Hold[h.arg(td, 1)] = true
@@ -323,6 +333,7 @@ func (h *harness) cluster(t *testing.T, td *datadriven.TestData) {
 			cfg.Checkers = append(cfg.Checkers, spec)
 		}
 	}
+	cfg.ReplReadiness = td.HasArg("repl_ready")
 	opt := sim.DefaultMirrorOptions(cfg)
 	opt.WriteEvery = 100 * time.Millisecond
 	if td.MaybeScanArgs(t, "writes", &s) {
@@ -374,6 +385,12 @@ func (h *harness) onEvent(n *sim.MirrorNode, ev core.Event) {
 		h.line(n, "<- replication stalled since %s", h.rel(e.Since))
 	case mirror.ReplInSync:
 		h.line(n, "<- replication in sync")
+	case mirror.ReplReady:
+		if e.Problem == "" {
+			h.line(n, "<- replication ready")
+		} else {
+			h.line(n, "<- replication not ready: %s", e.Problem)
+		}
 	case mirror.PeerMessage:
 		h.line(n, "<- message %s from %s", e.Msg.Kind, e.Msg.From)
 	}

@@ -81,6 +81,13 @@ type Config struct {
 	// SplitBrainWinner: WinnerLongestAlone (default), WinnerDefaultPrimary
 	// or a node name.
 	SplitBrainWinner string
+	// ReplReadiness: the replication layer reports (ReplReady) whether
+	// this node's replicated directories can be used (their must_exist
+	// files are present, the capture can mount). Until its first report
+	// and while it reports a problem, the node neither serves nor
+	// becomes SECOND, and tells its peer why; a node that already serves
+	// goes on (must_exist is checked before a start).
+	ReplReadiness bool
 }
 
 func (c *Config) applyDefaults() {
@@ -330,6 +337,15 @@ type PeerMessage struct {
 type ReplInSync struct {
 	core.EventMarker
 	At time.Time
+}
+
+// ReplReady reports whether the replication layer can serve this node's
+// replicated directories (Config.ReplReadiness): Problem is why not, ""
+// when it can.
+type ReplReady struct {
+	core.EventMarker
+	At      time.Time
+	Problem string
 }
 
 // ReplStalled: on the source, the peer has not acknowledged replicated

@@ -242,6 +242,11 @@ func (o *MirrorOracle) entered(n *MirrorNode, prev core.State, a core.EnterState
 	if (a.State == core.Wait || a.State == core.Stop) && a.Cause == "" {
 		o.violate("%s entered %s without a cause", n.Name, a.State)
 	}
+	if (a.State == core.Alone || a.State == core.Second) && (prev == core.Wait || prev == core.Stop) && n.replReported != "" {
+		// Not the data disk, or not captured: neither serve nor receive
+		// a resync there.
+		o.violate("%s entered %s from %s while its replication layer reports %q", n.Name, a.State, prev, n.replReported)
+	}
 	peer := o.w.peerOf(n)
 	if a.State == core.Prim && prev != core.Prim && peer.Head != n.Head {
 		o.violate("%s became PRIM but %s's data differs (heads %d and %d)", n.Name, peer.Name, n.Head, peer.Head)

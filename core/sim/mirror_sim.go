@@ -225,6 +225,7 @@ func (s *mirrorSim) randomConfig() mirror.Config {
 	if s.pick(0.3) {
 		cfg.DefaultPrimary = []string{"node1", "node2"}[s.rng.IntN(2)]
 	}
+	cfg.ReplReadiness = s.pick(0.5)
 	switch r := s.rng.IntN(10); {
 	case r < 6:
 		cfg.SplitBrainWinner = mirror.WinnerLongestAlone
@@ -245,9 +246,9 @@ func (s *mirrorSim) randomConfig() mirror.Config {
 	for _, c := range cfg.Checkers {
 		ch = append(ch, fmt.Sprintf("%s:%s:%s:%s", c.Name, c.Action, c.When, c.Type))
 	}
-	s.rep.Config = fmt.Sprintf("nets=%v timeout=%v failover=%v witness=%v sync_delta=%v default_primary=%q stall=%v winner=%s checkers=%v",
+	s.rep.Config = fmt.Sprintf("nets=%v timeout=%v failover=%v witness=%v sync_delta=%v default_primary=%q stall=%v winner=%s checkers=%v repl_ready=%v",
 		cfg.Networks, cfg.HeartbeatTimeout, cfg.Failover, cfg.Witness, cfg.SyncDelta, cfg.DefaultPrimary,
-		cfg.StallTimeout, cfg.SplitBrainWinner, ch)
+		cfg.StallTimeout, cfg.SplitBrainWinner, ch, cfg.ReplReadiness)
 	return cfg
 }
 
@@ -375,7 +376,18 @@ func (s *mirrorSim) inject() {
 				}
 			})
 		}
-	case r < 76: // next run of a script fails
+	case r < 80: // replicated directories unusable (must_exist) for a while
+		if w.opt.Config.ReplReadiness {
+			s.tracef("FAULT replicated directories of %s unusable", n.Name)
+			w.SetReplProblem(n, "must_exist file missing")
+			w.after(s.dur(200*time.Millisecond, 6*time.Second), func() {
+				if !s.heal {
+					s.tracef("FAULT replicated directories of %s usable", n.Name)
+					w.SetReplProblem(n, "")
+				}
+			})
+		}
+	case r < 83: // next run of a script fails
 		script := []string{"start_prim", "stop_prim", "start_second", "stop_second", "prestart"}[s.rng.IntN(5)]
 		n.Fail[script] = []core.ScriptOutcome{core.ScriptFailed, core.ScriptTimedOut}[s.rng.IntN(2)]
 		s.rep.ScriptFaults++
@@ -420,6 +432,9 @@ func (s *mirrorSim) repair() {
 	}
 	for _, n := range w.Nodes {
 		n.WitnessUp, n.ReplBlocked = true, false
+		if n.ReplProblem != "" {
+			w.SetReplProblem(n, "")
+		}
 		clear(n.Fail)
 		if !n.Up {
 			w.Boot(n)
@@ -480,6 +495,8 @@ func (s *mirrorSim) onEvent(n *MirrorNode, ev core.Event) {
 		s.tracef("%s <- replication stalled", n.Name)
 	case mirror.ReplInSync:
 		s.tracef("%s <- replication in sync", n.Name)
+	case mirror.ReplReady:
+		s.tracef("%s <- replication ready: %q", n.Name, e.Problem)
 	case mirror.PeerMessage:
 		s.tracef("%s <- %s from %s", n.Name, e.Msg.Kind, e.Msg.From)
 	}

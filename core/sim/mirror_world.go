@@ -89,6 +89,13 @@ type MirrorNode struct {
 	// ReplBlocked: replication from this node is not acknowledged (a stuck
 	// replication layer) although heartbeats flow.
 	ReplBlocked bool
+	// ReplProblem: this node's replicated directories are not usable (a
+	// must_exist file missing); the replication layer reports it
+	// (mirror.ReplReady) when the agent boots and when it changes, with
+	// Config.ReplReadiness.
+	ReplProblem string
+	// replReported: the last problem the agent read ("" = usable).
+	replReported string
 	// Hold makes runs of these scripts wait for ReleaseScript; Fail makes
 	// the next run of a script end with an outcome.
 	Hold map[string]bool
@@ -302,12 +309,31 @@ func (w *MirrorWorld) Boot(n *MirrorNode) {
 		return
 	}
 	n.Up, n.Frozen, n.inbox = true, false, nil
+	n.replReported = ""
 	n.M = mirror.New(w.Config(n), n.Disk)
 	n.State, n.Ready = core.Stop, core.NotReady
 	w.step(n, core.Tick{Now: w.now})
 	if n.M.ShouldStartAtBoot() {
 		w.step(n, core.Command{At: w.now, Kind: core.CmdStart, Origin: mirror.OriginBoot})
 	}
+	w.reportRepl(n)
+}
+
+// SetReplProblem makes node n's replicated directories unusable (problem
+// not "") or usable again; the replication layer reports it.
+func (w *MirrorWorld) SetReplProblem(n *MirrorNode, problem string) {
+	n.ReplProblem = problem
+	w.reportRepl(n)
+}
+
+// reportRepl: the replication layer checks the directories shortly after
+// it starts (the agent's daemon) and on every change.
+func (w *MirrorWorld) reportRepl(n *MirrorNode) {
+	if !w.opt.Config.ReplReadiness || !n.Up {
+		return // Boot reports
+	}
+	epoch, problem := n.epoch, n.ReplProblem
+	w.after(w.opt.StallReport, func() { w.deliver(n, epoch, mirror.ReplReady{At: w.now, Problem: problem}) })
 }
 
 // Crash kills node n's agent and application: volatile state is lost, the
@@ -380,6 +406,9 @@ func restamp(ev core.Event, t time.Time) core.Event {
 		e.At = t
 		return e
 	case mirror.ReplInSync:
+		e.At = t
+		return e
+	case mirror.ReplReady:
 		e.At = t
 		return e
 	case core.CheckerResult:
@@ -463,8 +492,11 @@ func (w *MirrorWorld) step(n *MirrorNode, ev core.Event) {
 	if w.OnEvent != nil {
 		w.OnEvent(n, ev)
 	}
-	if e, ok := ev.(core.WitnessResult); ok {
+	switch e := ev.(type) {
+	case core.WitnessResult:
 		n.witnessAt, n.witnessOK = w.now, e.Reachable
+	case mirror.ReplReady:
+		n.replReported = e.Problem
 	}
 	acts := n.M.Step(ev)
 	for _, a := range acts {
