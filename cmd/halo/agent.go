@@ -55,6 +55,7 @@ Every path has a flag and an environment variable, so several nodes can run on o
 			if err != nil {
 				return fmt.Errorf("plugins: %w", err)
 			}
+			agent.RecoverStaging(configDir, logger)
 			// Plugin schemas take part in validation: a typo in a checker
 			// block stops the agent with its file:line:col.
 			cfg, diags := config.Load(config.Options{Plugins: host}, configDir)

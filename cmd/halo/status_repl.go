@@ -34,6 +34,13 @@ func printReplication(w io.Writer, m api.ModuleStatus, verbose bool) {
 	}
 	fmt.Fprintf(w, "%s: journal %s (%s), dirty %d paths, %d zones (%s)\n", m.Module,
 		formatBytes(float64(r.JournalBytes)), trust, r.DirtyPaths, r.DirtyZones, formatBytes(float64(r.DirtyBytes)))
+	if r.Role == "source" && r.Connected {
+		rtt := "unknown"
+		if r.RTTSeconds > 0 {
+			rtt = roundDuration(time.Duration(r.RTTSeconds * float64(time.Second)))
+		}
+		fmt.Fprintf(w, "%s: stream acknowledged %d applied, %d durable; round trip %s\n", m.Module, r.AckedOps, r.DurableOps, rtt)
+	}
 	if r.LastError != "" {
 		fmt.Fprintf(w, "%s: replication problem: %s\n", m.Module, r.LastError)
 	}
@@ -73,7 +80,7 @@ func replicationLine(r *api.ReplicationStatus) string {
 	}
 	if r.Role == "source" {
 		lag := time.Duration(r.LagSeconds * float64(time.Second))
-		fmt.Fprintf(&b, ", lag %s (%d in flight)", roundDuration(lag), r.InFlight)
+		fmt.Fprintf(&b, ", lag %s (%d ops, %s in flight)", roundDuration(lag), r.InFlight, formatBytes(float64(r.InFlightBytes)))
 	}
 	fmt.Fprintf(&b, ", %s/s", formatBytes(r.BytesPerSec))
 	if r.Role == "source" {

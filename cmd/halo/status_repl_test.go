@@ -14,7 +14,8 @@ func TestPrintStatusReplication(t *testing.T) {
 		Module: "db", Kind: "mirror", Node: "n1", State: "PRIM", Readiness: "Ready",
 		Replication: &api.ReplicationStatus{
 			Up: true, UpdatedAt: at, Role: "source", Peer: "n2", Mode: "sync", Link: "in sync",
-			Connected: true, PeerUpToDate: true, InFlight: 3, LagSeconds: 0.0012345,
+			Connected: true, PeerUpToDate: true, InFlight: 3, InFlightBytes: 12 << 10, LagSeconds: 0.0012345,
+			AckedOps: 1197, DurableOps: 1190, RTTSeconds: 0.00025,
 			BytesPerSec: 12.5 * (1 << 20), OpsSent: 1200, BytesSent: 56 << 20,
 			JournalBytes: 4096, JournalTrusted: true, DirtyPaths: 2, DirtyZones: 5, DirtyBytes: 5 << 16,
 		},
@@ -35,7 +36,7 @@ func TestPrintStatusReplication(t *testing.T) {
 	printStatus(&b, mods, false)
 	out := b.String()
 	for _, want := range []string{
-		"db: replication sync, source to n2, in sync (connected, peer up to date), lag 1.23ms (3 in flight), 12.5 MiB/s, sent 1200 ops / 56.0 MiB\n",
+		"db: replication sync, source to n2, in sync (connected, peer up to date), lag 1.23ms (3 ops, 12.0 KiB in flight), 12.5 MiB/s, sent 1200 ops / 56.0 MiB\n",
 		"files: replication async, target of n2, resync (connected, this node not up to date), 0 B/s\n",
 		"files: resync 4 (full) 43.9% (450.0 MiB of 1.0 GiB) at 30.0 MiB/s, ETA 19.2s\n",
 		"gone: replication daemon not answering at ",
@@ -49,8 +50,13 @@ func TestPrintStatusReplication(t *testing.T) {
 	}
 	b.Reset()
 	printStatus(&b, mods[:1], true)
-	if want := "db: journal 4.0 KiB (trusted), dirty 2 paths, 5 zones (320.0 KiB)\n"; !strings.Contains(b.String(), want) {
-		t.Errorf("verbose status lacks %q:\n%s", want, b.String())
+	for _, want := range []string{
+		"db: journal 4.0 KiB (trusted), dirty 2 paths, 5 zones (320.0 KiB)\n",
+		"db: stream acknowledged 1197 applied, 1190 durable; round trip 250µs\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("verbose status lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

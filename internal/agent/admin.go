@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/halo-ha/halo/core"
@@ -541,4 +542,44 @@ func (a *Agent) InstalledModules() ([]api.InstalledModule, error) {
 		out = append(out, im)
 	}
 	return out, nil
+}
+
+// RecoverStaging finishes what an agent that died during an install or an
+// uninstall left in <configDir>/.halo-staging, before the configuration is
+// loaded: a module directory moved aside by an install that did not put
+// the new one in place is moved back (the install did not happen); a
+// module being uninstalled, or a bundle being validated, is removed.
+func RecoverStaging(configDir string, logger hclog.Logger) {
+	staging := filepath.Join(configDir, stagingDirName)
+	entries, err := os.ReadDir(staging)
+	if err != nil {
+		return // none: nothing was in progress
+	}
+	for _, e := range entries {
+		i := strings.LastIndex(e.Name(), "-")
+		if !e.IsDir() || i <= 0 {
+			continue
+		}
+		module := e.Name()[:i]
+		prev := filepath.Join(staging, e.Name(), "previous")
+		final := filepath.Join(configDir, config.ModulesDirName, module)
+		if _, err := os.Stat(prev); err != nil {
+			continue
+		}
+		if _, err := os.Lstat(final); !errors.Is(err, os.ErrNotExist) {
+			continue // the new module made it into place
+		}
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			logger.Error("cannot restore a module directory an interrupted install moved aside", "module", module, "from", prev, "error", err)
+			continue
+		}
+		if err := os.Rename(prev, final); err != nil {
+			logger.Error("cannot restore a module directory an interrupted install moved aside", "module", module, "from", prev, "error", err)
+			continue
+		}
+		logger.Warn("restored a module directory an interrupted install moved aside", "module", module)
+	}
+	if err := os.RemoveAll(staging); err != nil {
+		logger.Warn("cannot clean the module staging directory", "dir", staging, "error", err)
+	}
 }

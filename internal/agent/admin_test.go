@@ -418,3 +418,37 @@ func corruptBundle(t *testing.T, b []byte) []byte {
 	}
 	return buf.Bytes()
 }
+
+// An install interrupted after moving the installed module aside: the
+// next start puts it back; an interrupted uninstall stays uninstalled.
+func TestRecoverStaging(t *testing.T) {
+	dir := t.TempDir()
+	staging := filepath.Join(dir, stagingDirName)
+	prev := writeModule(t, filepath.Join(staging, "svc-123"), "previous", testLight)
+	// writeModule made <staging>/svc-123/modules/previous: move it to
+	// where InstallBundle puts the directory it moves aside.
+	if err := os.Rename(prev, filepath.Join(staging, "svc-123", "previous")); err != nil {
+		t.Fatal(err)
+	}
+	writeModule(t, filepath.Join(staging, "gone-456"), "gone", testLight) // uninstalled
+	RecoverStaging(dir, hclog.NewNullLogger())
+	if _, err := os.Stat(filepath.Join(dir, "modules", "svc", "module.hcl")); err != nil {
+		t.Fatalf("module moved aside not restored: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "modules", "gone")); !os.IsNotExist(err) {
+		t.Fatalf("uninstalled module came back: %v", err)
+	}
+	if _, err := os.Stat(staging); !os.IsNotExist(err) {
+		t.Fatalf("staging left: %v", err)
+	}
+	// A module already in place (the install completed) is kept as is.
+	staging2 := filepath.Join(staging, "svc-789")
+	prev = writeModule(t, staging2, "previous", "old")
+	if err := os.Rename(prev, filepath.Join(staging2, "previous")); err != nil {
+		t.Fatal(err)
+	}
+	RecoverStaging(dir, hclog.NewNullLogger())
+	if b, _ := os.ReadFile(filepath.Join(dir, "modules", "svc", "module.hcl")); string(b) != testLight {
+		t.Fatalf("completed install overwritten by the previous module: %q", b)
+	}
+}

@@ -175,10 +175,12 @@ func TestReplicationView(t *testing.T) {
 	}
 	st := &ctl.Status{
 		Role: "target", Peer: "n1", Mode: "sync", Link: "resync", Lag: 2 * time.Millisecond, BytesPerSec: 100,
+		Applied: 7, Durable: 5, InFlightBytes: 99, RTT: time.Millisecond,
 		Resync: &ctl.ResyncStatus{ID: 3, Done: 250, Total: 1000, BytesPerSec: 50, ETA: 15 * time.Second},
 	}
 	v = replicationView(st, nil, at)
-	if !v.Up || !v.Connected || v.PeerUpToDate || v.LagSeconds != 0.002 || v.Resync == nil {
+	if !v.Up || !v.Connected || v.PeerUpToDate || v.LagSeconds != 0.002 || v.Resync == nil ||
+		v.AckedOps != 7 || v.DurableOps != 5 || v.InFlightBytes != 99 || v.RTTSeconds != 0.001 {
 		t.Fatalf("resyncing target: %+v", v)
 	}
 	if r := v.Resync; !r.Running || r.Percent != 25 || r.ETASeconds != 15 || r.BytesPerSec != 50 {

@@ -20,6 +20,7 @@ type descs struct {
 
 	replUp, replMode, replRole, replConnected, replInSync, replStalled      *prometheus.Desc
 	replInFlight, replLag, replRate, replOps, replBytes                     *prometheus.Desc
+	replInFlightBytes, replSubmitted, replApplied, replDurable, replRTT     *prometheus.Desc
 	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths    *prometheus.Desc
 	replDirtyBytes                                                          *prometheus.Desc
 	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA *prometheus.Desc
@@ -60,6 +61,12 @@ func newDescs(cl prometheus.Labels) descs {
 		replOps:       d("halo_replication_sent_ops_total", "Operations sent on the replication stream (reset when the stream or daemon restarts).", mod...),
 		replBytes:     d("halo_replication_sent_bytes_total", "Frame bytes sent on the replication stream (reset when the stream or daemon restarts).", mod...),
 
+		replInFlightBytes: d("halo_replication_in_flight_bytes", "Bytes of the operations sent and not yet applied by the peer.", mod...),
+		replSubmitted:     d("halo_replication_submitted_ops_total", "Operations and barriers submitted to the stream (reset with the stream).", mod...),
+		replApplied:       d("halo_replication_acked_ops_total", "Operations and barriers the peer acknowledged as applied (reset with the stream).", mod...),
+		replDurable:       d("halo_replication_durable_ops_total", "Operations and barriers the peer acknowledged as durable (reset with the stream).", mod...),
+		replRTT:           d("halo_replication_rtt_seconds", "Latest ping round trip on the replication stream (absent while unknown).", mod...),
+
 		replJournalBytes:   d("halo_replication_journal_bytes", "Size of the module's journal files.", mod...),
 		replJournalTrusted: d("halo_replication_journal_trusted", "1 when the journal alone tells what may differ from the peer.", mod...),
 		replDirtyZones:     d("halo_replication_journal_dirty_zones", "Dirty zones recorded for the next resync.", mod...),
@@ -82,6 +89,7 @@ func (d descs) all() []*prometheus.Desc {
 		d.hbUp, d.hbAge, d.hbRTT, d.hbMissed, d.hbSent, d.hbSendErr, d.hbAccepted, d.hbDropped,
 		d.replUp, d.replMode, d.replRole, d.replConnected, d.replInSync, d.replStalled,
 		d.replInFlight, d.replLag, d.replRate, d.replOps, d.replBytes,
+		d.replInFlightBytes, d.replSubmitted, d.replApplied, d.replDurable, d.replRTT,
 		d.replJournalBytes, d.replJournalTrusted, d.replDirtyZones, d.replDirtyPaths, d.replDirtyBytes,
 		d.resyncState, d.resyncFull, d.resyncDone, d.resyncTotal, d.resyncRate, d.resyncETA, d.resyncSent,
 	}
@@ -192,6 +200,13 @@ func (c *collector) collectReplication(ch chan<- prometheus.Metric, module strin
 	gauge(ch, d.replRate, s.BytesPerSec, module)
 	counter(ch, d.replOps, float64(s.OpsSent), module)
 	counter(ch, d.replBytes, float64(s.BytesSent), module)
+	gauge(ch, d.replInFlightBytes, float64(s.InFlightBytes), module)
+	counter(ch, d.replSubmitted, float64(s.Submitted), module)
+	counter(ch, d.replApplied, float64(s.Applied), module)
+	counter(ch, d.replDurable, float64(s.Durable), module)
+	if s.RTT > 0 {
+		gauge(ch, d.replRTT, s.RTT.Seconds(), module)
+	}
 	gauge(ch, d.replJournalBytes, float64(s.JournalBytes), module)
 	gauge(ch, d.replJournalTrusted, b2f(s.Trusted), module)
 	gauge(ch, d.replDirtyZones, float64(s.Dirty.Zones), module)

@@ -218,6 +218,7 @@ func TestReplication(t *testing.T) {
 			"src": {
 				Role: "source", Peer: "n2", Mode: "sync", Link: "in sync", PeerInSync: true,
 				InFlight: 3, Lag: 1500 * time.Microsecond, BytesPerSec: 1 << 20, OpsSent: 42, BytesSent: 123456,
+				Submitted: 45, Applied: 42, Durable: 40, InFlightBytes: 3000, RTT: 400 * time.Microsecond,
 				JournalBytes: 4096, Trusted: true, Dirty: journal.Stats{Paths: 2, Zones: 5, Bytes: 5 << 16},
 			},
 			"tgt": {
@@ -262,6 +263,17 @@ halo_replication_sent_bytes_total{module="tgt",node="n1"} 0
 # TYPE halo_replication_sent_ops_total counter
 halo_replication_sent_ops_total{module="src",node="n1"} 42
 halo_replication_sent_ops_total{module="tgt",node="n1"} 0
+# HELP halo_replication_acked_ops_total Operations and barriers the peer acknowledged as applied (reset with the stream).
+# TYPE halo_replication_acked_ops_total counter
+halo_replication_acked_ops_total{module="src",node="n1"} 42
+halo_replication_acked_ops_total{module="tgt",node="n1"} 0
+# HELP halo_replication_in_flight_bytes Bytes of the operations sent and not yet applied by the peer.
+# TYPE halo_replication_in_flight_bytes gauge
+halo_replication_in_flight_bytes{module="src",node="n1"} 3000
+halo_replication_in_flight_bytes{module="tgt",node="n1"} 0
+# HELP halo_replication_rtt_seconds Latest ping round trip on the replication stream (absent while unknown).
+# TYPE halo_replication_rtt_seconds gauge
+halo_replication_rtt_seconds{module="src",node="n1"} 0.0004
 # HELP halo_replication_journal_dirty_zones Dirty zones recorded for the next resync.
 # TYPE halo_replication_journal_dirty_zones gauge
 halo_replication_journal_dirty_zones{module="src",node="n1"} 5
@@ -284,6 +296,7 @@ halo_replication_resync_eta_seconds{module="tgt",node="n1"} 15
 	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want),
 		"halo_replication_up", "halo_replication_mode", "halo_replication_connected", "halo_replication_peer_up_to_date",
 		"halo_replication_lag_seconds", "halo_replication_sent_bytes_total", "halo_replication_sent_ops_total",
+		"halo_replication_acked_ops_total", "halo_replication_in_flight_bytes", "halo_replication_rtt_seconds",
 		"halo_replication_journal_dirty_zones", "halo_replication_resync_state", "halo_replication_resync_done_bytes",
 		"halo_replication_resync_total_bytes", "halo_replication_resync_eta_seconds"); err != nil {
 		t.Fatal(err)

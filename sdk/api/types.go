@@ -47,8 +47,15 @@ type ReplicationStatus struct {
 	StalledSince time.Time `json:"stalled_since,omitzero"`
 	// InFlight operations were sent and not yet acknowledged; LagSeconds
 	// is the age of the oldest of them.
-	InFlight   int     `json:"in_flight"`
-	LagSeconds float64 `json:"lag_seconds"`
+	InFlight      int     `json:"in_flight"`
+	InFlightBytes int64   `json:"in_flight_bytes"`
+	LagSeconds    float64 `json:"lag_seconds"`
+	// AckedOps and DurableOps count the operations (and barriers) of the
+	// current stream the peer acknowledged as applied and as durable;
+	// RTTSeconds is the stream's latest ping (0 = unknown).
+	AckedOps   uint64  `json:"acked_ops"`
+	DurableOps uint64  `json:"durable_ops"`
+	RTTSeconds float64 `json:"rtt_seconds"`
 	// BytesPerSec is the recent throughput: bytes sent on a source,
 	// applied on a target.
 	BytesPerSec float64 `json:"bytes_per_sec"`
@@ -113,7 +120,7 @@ type Event struct {
 	Time   time.Time `json:"time"`
 	Module string    `json:"module"`
 	Node   string    `json:"node"`
-	Kind   string    `json:"kind"`  // state, action, script, output, log, command
+	Kind   string    `json:"kind"`  // state, action, script, output, log, command, config
 	Level  string    `json:"level"` // info, warn, error
 	Text   string    `json:"text"`
 }

@@ -69,6 +69,8 @@ func TestMetricsAndStatus(t *testing.T) {
 	// Writes on the primary show in bytes sent, on both endpoints.
 	sent0 := value(t, src, "halo_replication_sent_bytes_total", mod)
 	ops0 := value(t, src, "halo_replication_sent_ops_total", mod)
+	acked0 := value(t, src, "halo_replication_acked_ops_total", mod)
+	durable0 := value(t, src, "halo_replication_durable_ops_total", mod)
 	const size = 4 << 20
 	data := make([]byte, size)
 	_, _ = rand.Read(data)
@@ -76,11 +78,15 @@ func TestMetricsAndStatus(t *testing.T) {
 	after := scrapeAPI(t, n1)
 	sent1 := value(t, after, "halo_replication_sent_bytes_total", mod)
 	ops1 := value(t, after, "halo_replication_sent_ops_total", mod)
-	t.Logf("node1 sent %.0f bytes, %.0f ops for a %d-byte fsync'd write", sent1-sent0, ops1-ops0, size)
-	// The write was fsync'd in sync mode: it crossed the stream before
-	// the write returned.
-	if sent1-sent0 < size || ops1 <= ops0 {
-		t.Fatalf("bytes sent %v -> %v, ops %v -> %v after writing %d bytes", sent0, sent1, ops0, ops1, size)
+	acked1 := value(t, after, "halo_replication_acked_ops_total", mod)
+	durable1 := value(t, after, "halo_replication_durable_ops_total", mod)
+	t.Logf("node1 sent %.0f bytes, %.0f ops for a %d-byte fsync'd write; %.0f acknowledged applied, %.0f durable",
+		sent1-sent0, ops1-ops0, size, acked1-acked0, durable1-durable0)
+	// The write was fsync'd in sync mode: it crossed the stream, and the
+	// peer applied it and made it durable, before the fsync returned.
+	if sent1-sent0 < size || ops1 <= ops0 || acked1 <= acked0 || durable1 <= durable0 {
+		t.Fatalf("after writing %d bytes: bytes sent %v -> %v, ops %v -> %v, acked %v -> %v, durable %v -> %v",
+			size, sent0, sent1, ops0, ops1, acked0, acked1, durable0, durable1)
 	}
 	plain := scrapePlain(t, rc.Client, n1.Host.Addr("default"))
 	if v := value(t, plain, "halo_replication_sent_bytes_total", mod); v < sent1 {
