@@ -117,8 +117,17 @@ func newModuleAdminCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "module",
 		Short: "Package, install, deploy, list and uninstall module bundles",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError(cmd, fmt.Sprintf("unknown subcommand %q", args[0]))
+			}
+			return usageError(cmd, "a subcommand is required")
+		},
 	}
 	root.AddCommand(newModulePackageCmd(), newModuleInstallCmd(), newModuleDeployCmd(), newModuleListCmd(), newModuleUninstallCmd())
+	// Subcommands inherit it: a bad flag is a usage error (exit 2).
+	root.SetFlagErrorFunc(flagUsageError)
 	return root
 }
 
@@ -478,6 +487,8 @@ func newModuleUninstallCmd() *cobra.Command {
 	return cmd
 }
 
+func flagUsageError(cmd *cobra.Command, err error) error { return usageError(cmd, err.Error()) }
+
 func newReloadCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
@@ -496,5 +507,6 @@ func newReloadCmd() *cobra.Command {
 		},
 	}
 	cf.register(cmd)
+	cmd.SetFlagErrorFunc(flagUsageError)
 	return cmd
 }
