@@ -196,3 +196,47 @@ func TestReplicationView(t *testing.T) {
 		t.Fatal("a down link counts as connected")
 	}
 }
+
+// A mirror pair's metrics: heartbeats while both run, then the SECOND's
+// takeover counted as a failover when the PRIM dies.
+func TestMirrorMetrics(t *testing.T) {
+	p := newMirrorPair(t, "", false)
+	p.setupPrimSecond()
+	hb := map[string]string{"module": "db", "network": "default", "peer": "n1"}
+	waitFor(t, "n2 to count accepted heartbeats", func() bool {
+		e := scrape(t, p.nodes["n2"].client)
+		v, ok, _ := e.Value("halo_heartbeat_frames_accepted_total", map[string]string{"module": "db", "network": "default"})
+		return ok && v >= 3
+	})
+	e := scrape(t, p.nodes["n2"].client)
+	for _, c := range []struct {
+		family string
+		labels map[string]string
+		ok     func(float64) bool
+		want   string
+	}{
+		{"halo_heartbeat_up", hb, func(v float64) bool { return v == 1 }, "1"},
+		{"halo_heartbeat_last_seen_seconds", hb, func(v float64) bool { return v >= 0 && v < 2 }, "below 2s"},
+		{"halo_heartbeat_missed_total", hb, func(v float64) bool { return v >= 0 }, "present"},
+		{"halo_module_state", map[string]string{"module": "db", "state": "SECOND"}, func(v float64) bool { return v == 1 }, "1"},
+		{"halo_module_failovers_total", map[string]string{"module": "db"}, func(v float64) bool { return v == 0 }, "0"},
+	} {
+		v, ok, err := e.Value(c.family, c.labels)
+		if !ok || err != nil || !c.ok(v) {
+			t.Fatalf("n2 %s%v = %v (present %v, %v), want %s", c.family, c.labels, v, ok, err, c.want)
+		}
+	}
+
+	p.kill("n1")
+	p.wait("n2", "ALONE", "Ready")
+	e = scrape(t, p.nodes["n2"].client)
+	if v, _, _ := e.Value("halo_module_failovers_total", map[string]string{"module": "db"}); v != 1 {
+		t.Fatalf("failovers after the PRIM died = %v, want 1", v)
+	}
+	if v, _, _ := e.Value("halo_module_transitions_total", map[string]string{"module": "db", "from": "SECOND", "to": "ALONE"}); v != 1 {
+		t.Fatalf("SECOND -> ALONE transitions = %v, want 1", v)
+	}
+	if v, ok, _ := e.Value("halo_heartbeat_up", hb); !ok || v != 0 {
+		t.Fatalf("heartbeat up from a dead peer = %v (present %v)", v, ok)
+	}
+}
