@@ -469,6 +469,12 @@ func (m *Machine) failover(cause string) bool {
 		m.toWait(fmt.Sprintf("%s; data on %s is outdated (replication had stalled): not taking over", cause, m.cfg.Node), false)
 		return true
 	}
+	if m.handover {
+		// This node handed over in a swap: the peer may have served (and
+		// acknowledged writes) before this node heard of it.
+		m.toWait(fmt.Sprintf("%s; %s handed the application over to %s, which may have served since: not taking over", cause, m.cfg.Node, m.cfg.Peer), true)
+		return true
+	}
 	if better, _ := m.peerHadBetterData(); better != "" {
 		// The peer went on without this node (seen just before it
 		// vanished, e.g. right after this node resumed from a pause).
@@ -971,21 +977,39 @@ func (m *Machine) swap(cause string) {
 		doStep(func() { m.enter(core.Second, core.Ready, "swap: secondary started") }))
 }
 
-// takeOver: the peer handed over in a swap.
+// takeOver: the peer handed over in a swap. This node serves ALONE, in a
+// new generation, until the peer has resynced (incrementally: nothing but
+// what changed since the handover) and is SECOND in sync again; only then
+// PRIM. The replication layer has no live stream to the peer before such a
+// resync: a write acknowledged meanwhile is on this node alone, and the
+// peer, were this node to die, must not believe itself up to date (it
+// stays inconsistent until its resync ends, and does not take over).
+//
+// It serves replication from the moment it serves, so that the peer's
+// resync, asked as soon as it sees the new generation, finds a source.
 func (m *Machine) takeOver(cause string) {
 	m.start("take over",
+		m.scriptStep("stop_second", "ALONE", "swap"),
 		doStep(func() {
-			m.enter(core.Prim, core.Transient, cause)
-			m.basis = BasisNewest
-		}),
-		m.scriptStep("stop_second", "PRIM", "swap"),
-		doStep(func() {
-			m.persist(func(p *Persistent) { p.Role, p.Shared = core.Prim, true })
+			if !m.peerAlive || m.peer.State.Serving() {
+				m.abandonTakeover(core.Second)
+				return
+			}
+			m.persist(func(p *Persistent) {
+				m.forkAlone(p)
+				// The peer resyncs from this generation at once: serving
+				// without it later must fork (see reconcileAlone).
+				p.Shared = true
+				p.Stopped, p.Outdated, p.Inconsistent = false, false, false
+			})
 			m.ensureRepl(ReplSource)
+			m.yield, m.inSyncAtLoss, m.handover = false, false, false
+			m.enter(core.Alone, core.Transient, cause)
+			m.basis = BasisNewest
 			m.emit(core.SetVIP{})
 		}),
-		m.scriptStep("start_prim", "PRIM", "swap"),
-		doStep(func() { m.enter(core.Prim, core.Ready, "swap complete: application serving") }))
+		m.scriptStep("start_prim", "ALONE", "swap"),
+		doStep(func() { m.enter(core.Alone, core.Ready, "start_prim done: application serving") }))
 }
 
 func (m *Machine) sendPeer(kind MessageKind) {

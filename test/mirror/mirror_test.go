@@ -253,7 +253,8 @@ func TestSwap(t *testing.T) {
 			t.Fatalf("halo swap web on %s: %d %v %s", x.ask.Name, code, err, out)
 		}
 		waitRoles(t, x.to, x.from)
-		waitEvent(t, x.to, seq, "-> PRIM", "swap")
+		// It serves ALONE until the old primary has resynced, then PRIM.
+		waitEvent(t, x.to, seq, "-> ALONE", "swap")
 		assertStopBeforeStart(t, c, since, x.from.Name, x.to.Name)
 		waitAnswer(t, p, x.to.Name)
 		st := p.Stop()
