@@ -86,6 +86,9 @@ func newMirrorMachine(mod *config.Module, node, statePath string, specs []core.C
 	}
 	if mod.Replication != nil {
 		cfg.StallTimeout = mod.Replication.StallTimeout
+		// The daemon checks the directories (must_exist) and reports;
+		// a build without it serves as before (see newReplication).
+		cfg.ReplReadiness = DaemonExecutable != ""
 	}
 	if err := cfg.Validate(); err != nil {
 		return machineSetup{}, err

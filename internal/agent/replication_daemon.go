@@ -71,6 +71,10 @@ type daemonReplication struct {
 	instance int // pid of the daemon the state was sent to
 	// resyncRunning: the machine waits for the result of this resync.
 	resyncRunning uint64
+	// ready is the readiness last posted to the machine (readyPosted:
+	// one was).
+	ready       string
+	readyPosted bool
 }
 
 type daemonWant struct {
@@ -173,6 +177,7 @@ func (d *daemonReplication) supervise(ctx context.Context) {
 		hello, err := d.attach(ctx, &lastStart)
 		if err != nil {
 			d.events.add("log", "error", fmt.Sprintf("replication daemon for %s unavailable: %v", d.module, err))
+			d.postReady(fmt.Sprintf("replication daemon unavailable: %v", err))
 			d.failResync(fmt.Sprintf("replication daemon unavailable: %v", err))
 			select {
 			case <-ctx.Done():
@@ -287,6 +292,7 @@ func (d *daemonReplication) serve(ctx context.Context, h *ctl.Hello) {
 	tick := time.NewTicker(daemonStatusEvery)
 	defer tick.Stop()
 	d.push(ctx)
+	d.refreshStatus(ctx) // the machine waits for the readiness
 	for {
 		select {
 		case <-ctx.Done():
@@ -421,7 +427,22 @@ func (d *daemonReplication) refreshStatus(ctx context.Context) {
 		return
 	}
 	d.putResources(statusResources(resp.Status))
+	d.postReady(resp.Status.NotReady)
 	d.correctRole(resp.Status.Role)
+}
+
+// postReady tells the machine whether the replicated directories can be
+// used here (mirror.ReplReady), when that changed.
+func (d *daemonReplication) postReady(problem string) {
+	d.mu.Lock()
+	changed := !d.readyPosted || d.ready != problem
+	d.ready, d.readyPosted = problem, true
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	// The machine logs the change.
+	d.post(mirror.ReplReady{At: time.Now(), Problem: problem})
 }
 
 // correctRole takes a serving node's directories out of the target role.

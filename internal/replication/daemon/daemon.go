@@ -63,6 +63,10 @@ type Daemon struct {
 	src     *sourceRole
 	tgt     *targetRole
 	lastErr string
+	want    wantedRole // the last role asked for, retried while not held
+	// roleErr: why the last role asked for could not be taken ("" once
+	// it was).
+	roleErr string
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
@@ -166,6 +170,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ln.Close()
 	})
 	wg.Go(func() { d.checkpointLoop(ctx) })
+	wg.Go(func() { d.retryLoop(ctx) })
 	d.logger.Info("replication daemon running", "module", d.cfg.Module.Name, "node", d.cfg.Node, "pid", os.Getpid(), "socket", sock)
 	// Captured from the start: a node that serves alone is never told a
 	// role (it has no peer), and its writes must be journaled.
@@ -304,6 +309,12 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64, pri
 	if peer != "" && peer != d.peer {
 		return fmt.Errorf("%s is not the other node of module %s (%s)", peer, d.cfg.Module.Name, d.peer)
 	}
+	switch role {
+	case ctl.RoleSource, ctl.RoleTarget, ctl.RoleNone:
+		d.mu.Lock()
+		d.want = wantedRole{role: role, peer: peer, primary: primary}
+		d.mu.Unlock()
+	}
 	if role == ctl.RoleSource {
 		// Applied after the role below, if it changes.
 		defer func() {
@@ -351,7 +362,7 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64, pri
 	if err != nil {
 		d.mu.Lock()
 		repeated := d.lastErr == err.Error()
-		d.lastErr = err.Error()
+		d.lastErr, d.roleErr = err.Error(), err.Error()
 		d.mu.Unlock()
 		if !repeated {
 			// The agent asks again every second: say it once.
@@ -361,7 +372,7 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64, pri
 	}
 	d.mu.Lock()
 	d.role = role
-	d.lastErr = ""
+	d.lastErr, d.roleErr = "", ""
 	d.mu.Unlock()
 	return nil
 }
@@ -411,6 +422,7 @@ func (d *Daemon) status() *ctl.Status {
 		trusted = trusted && j.Trusted()
 	}
 	st.Trusted = trusted
+	st.NotReady = d.notReady()
 	if src != nil {
 		src.fillStatus(st)
 	}

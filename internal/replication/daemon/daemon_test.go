@@ -339,20 +339,40 @@ func TestDaemonRefusesWithoutMustExist(t *testing.T) {
 	if !errors.As(err, &re) || !strings.Contains(re.Msg, `must_exist "PG_VERSION" is missing`) {
 		t.Fatalf("role source without the must_exist file: %v", err)
 	}
-	if st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; !strings.Contains(st.LastError, "PG_VERSION") {
+	if st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; !strings.Contains(st.LastError, "PG_VERSION") || !strings.Contains(st.NotReady, `must_exist "PG_VERSION" is missing`) {
 		t.Fatalf("status does not say why: %+v", st)
+	}
+	// Nor does it receive replication there: a resync would fill the
+	// mount point of the absent disk.
+	_, err = p.ctl["n1"].Call(ctx, ctl.Request{Op: ctl.OpRole, Role: ctl.RoleTarget, Peer: "n2", Gen: 1})
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, `must_exist "PG_VERSION" is missing`) {
+		t.Fatalf("role target without the must_exist file: %v", err)
 	}
 	if n, err := fuseMountsAt(p.dirs["n1"]); err != nil || n != 0 {
 		t.Fatalf("%d FUSE mounts on the directory (%v) after the refusal", n, err)
 	}
-	// Written directly (nothing is mounted): the file appears, the role is
-	// taken.
+	// Written directly (nothing is mounted): the file appears, and the
+	// daemon takes the last role asked for by itself.
 	if err := os.WriteFile(filepath.Join(p.dirs["n1"], "PG_VERSION"), []byte("16\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: 1})
+	deadline := time.Now().Add(3 * retryEvery)
+	for {
+		st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status
+		if st.Role == ctl.RoleTarget && st.NotReady == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the role asked for was not taken once the file appeared: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if n, err := fuseMountsAt(p.dirs["n1"]); err != nil || n != 1 {
 		t.Fatalf("%d FUSE mounts on the directory (%v) after the file appeared", n, err)
+	}
+	p.call("n1", ctl.Request{Op: ctl.OpRole, Role: ctl.RoleSource, Peer: "n2", Gen: 1})
+	if st := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; st.Role != ctl.RoleSource || st.NotReady != "" {
+		t.Fatalf("role source once the file is there: %+v", st)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/halo-ha/halo/internal/replication/daemon/ctl"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -72,11 +71,9 @@ func (s *sourceRole) mount() error {
 		if err := releaseStaleMount(dir.Path); err != nil {
 			return err
 		}
-		for _, rel := range dir.MustExist {
-			if _, err := os.Lstat(filepath.Join(dir.Path, rel)); err != nil {
-				return fmt.Errorf("refusing to replicate %s: must_exist %q is missing (%v): is the data disk mounted?", dir.Path, rel, err)
-			}
-		}
+	}
+	if err := d.checkMustExist("replicate"); err != nil {
+		return err
 	}
 	for _, dir := range d.repl.Dirs {
 		f, err := os.Open(dir.Path)

@@ -65,6 +65,11 @@ func (d *Daemon) startTarget(ctx context.Context) error {
 		}
 		paths = append(paths, dir.Path)
 	}
+	// A resync into the mount point of an absent data disk would fill
+	// the wrong filesystem.
+	if err := d.checkMustExist("receive replication into"); err != nil {
+		return err
+	}
 	tree, err := apply.Open(paths...)
 	if err != nil {
 		return fmt.Errorf("open replicated directories: %w", err)

@@ -138,6 +138,11 @@ type Status struct {
 	// LastError is the latest problem worth showing (a refused mount, a
 	// peer that cannot be reached).
 	LastError string `json:"last_error,omitempty"`
+	// NotReady says why the replicated directories cannot be used on this
+	// node now (a must_exist file missing: the data disk is not mounted;
+	// the directories not mounted by the daemon); empty when they can.
+	// The node neither serves nor becomes SECOND meanwhile.
+	NotReady string `json:"not_ready,omitempty"`
 }
 
 // ResyncStatus is a running (or the last) resync on a target.
