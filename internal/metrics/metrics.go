@@ -70,14 +70,17 @@ type Heartbeat struct {
 // a labelled gauge has one series per value, exactly one of them 1, so
 // that a query can select a value without knowing a code.
 var (
-	States         = []string{"STOP", "WAIT", "ALONE", "PRIM", "SECOND", "UP"}
-	Readinesses    = []string{"NotReady", "Transient", "Ready"}
-	CheckerValues  = []string{"init", "up", "down", "unknown"}
-	Modes          = []string{"sync", "durable", "async"}
-	Roles          = []string{"none", "source", "target"}
-	ResyncStates   = []string{"running", "done", "failed"}
-	DefaultTimeout = 2 * time.Second
+	States        = []string{"STOP", "WAIT", "ALONE", "PRIM", "SECOND", "UP"}
+	Readinesses   = []string{"NotReady", "Transient", "Ready"}
+	CheckerValues = []string{"init", "up", "down", "unknown"}
+	Modes         = []string{"sync", "durable", "async"}
+	Roles         = []string{"none", "source", "target"}
+	ResyncStates  = []string{"running", "done", "failed"}
 )
+
+// DefaultTimeout bounds a scrape's wait for the replication daemons: well
+// below Prometheus's default scrape timeout (10s).
+const DefaultTimeout = 2 * time.Second
 
 // ScriptBuckets cover scripts from a quick status probe to a database
 // recovery that takes minutes.
