@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +33,11 @@ const metricsPort = 9464
 // another host), the status lines, and a stopped daemon that costs the
 // scrape its own series only.
 func TestMetricsAndStatus(t *testing.T) {
-	rc := newReplCluster(t, clusterOpts{cluster: fmt.Sprintf("  metrics {\n    port = %d\n    networks = [\"default\"]\n  }\n", metricsPort)})
+	rc := newReplCluster(t, clusterOpts{
+		cluster: fmt.Sprintf("  metrics {\n    port = %d\n    networks = [\"default\"]\n  }\n", metricsPort),
+		// Slow enough for a resync of a few MiB to be seen running.
+		extra: fmt.Sprintf("    resync {\n      bandwidth = \"%dMB/s\"\n    }\n", resyncMBps),
+	})
 	n1, n2 := rc.firstStart()
 	mod := map[string]string{"module": module}
 	with := func(kv ...string) map[string]string {
@@ -184,8 +189,55 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatalf("a stopped daemon held the scrape %v", took)
 	}
 	waitRoles(t, n1, n2)
+
+	// A resync running: its progress, rate and ETA in halo status and in
+	// the metrics of the node that receives it.
+	if err := n2.Command(ctxFor(t, 30*time.Second), "stop"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, n2, "STOP", "")
+	waitState(t, n1, "ALONE", "Ready")
+	big := make([]byte, resyncBytes)
+	_, _ = rand.Read(big)
+	mustWrite(t, filepath.Join(rc.dirs[n1.Name], "resync.dat"), big)
+	seq := lastSeq(t, n2)
+	if err := n2.Command(ctxFor(t, 30*time.Second), "start"); err != nil {
+		t.Fatal(err)
+	}
+	progressRE := regexp.MustCompile(`resync \d+ \(incremental\) (\d+\.\d)% \([^)]*\) at [^,]+/s, ETA (\S+)`)
+	seen := ""
+	deadline = time.Now().Add(waitLong)
+	for seen == "" && time.Now().Before(deadline) {
+		out, code, err := n2.CLI(ctxFor(t, 30*time.Second), "status")
+		if err != nil || code != 0 {
+			t.Fatalf("halo status: exit %d, %v: %s", code, err, out)
+		}
+		if m := progressRE.FindStringSubmatch(out); m != nil && m[1] != "0.0" && m[1] != "100.0" && m[2] != "unknown" {
+			seen = m[0]
+			e := scrapeAPI(t, n2)
+			expectValue(t, n2.Name, e, "halo_replication_resync_state", with("state", "running"), 1)
+			if total := value(t, e, "halo_replication_resync_total_bytes", mod); total < resyncBytes {
+				t.Fatalf("resync total %v bytes, below the %d written", total, resyncBytes)
+			}
+			t.Logf("node2 halo status during the resync:\n%s", out)
+			break
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	if seen == "" {
+		t.Fatal("halo status never showed the resync running with a percentage and an ETA")
+	}
+	waitResync(t, n2, seq)
+	waitRoles(t, n1, n2)
 	rc.waitVerified(n1)
 }
+
+// The resync the test watches: resyncBytes at resyncMBps take a few
+// seconds.
+const (
+	resyncBytes = 8 << 20
+	resyncMBps  = 2
+)
 
 func scrapeAPI(t *testing.T, n *mirrorbed.Node) metrics.Exposition {
 	t.Helper()
