@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -356,6 +357,7 @@ func newModuleListCmd() *cobra.Command {
 			}
 			all := mine
 			unreachable := 0
+			var queried []string
 			w := cmd.OutOrStdout()
 			if !local {
 				cluster, err := f.loadCluster()
@@ -371,6 +373,7 @@ func newModuleListCmd() *cobra.Command {
 				if f.node == "" {
 					f.node = self
 				}
+				queried = append(queried, self)
 				var others []string
 				for _, n := range cluster.Nodes {
 					if n.Name != self {
@@ -394,9 +397,10 @@ func newModuleListCmd() *cobra.Command {
 						continue
 					}
 					all = append(all, ms...)
+					queried = append(queried, t.node)
 				}
 			}
-			printInstalled(w, all)
+			printInstalled(w, all, queried)
 			if unreachable > 0 {
 				return &exitError{code: 1, msg: fmt.Sprintf("%d node(s) could not be listed", unreachable)}
 			}
@@ -410,14 +414,23 @@ func newModuleListCmd() *cobra.Command {
 
 // printInstalled prints one line per module and node, then flags modules
 // whose configuration differs between nodes.
-func printInstalled(w io.Writer, ms []api.InstalledModule) {
+// queried are the nodes that answered: a module missing from one of
+// them, while it lists it, is flagged too.
+func printInstalled(w io.Writer, ms []api.InstalledModule, queried []string) {
 	slices.SortStableFunc(ms, func(a, b api.InstalledModule) int {
 		return strings.Compare(a.Module+"\x00"+a.Node, b.Module+"\x00"+b.Node)
 	})
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tNODE\tSTATE\tCHECKSUM\tNOTE")
 	sums := map[string]map[string][]string{} // module -> checksum -> nodes
+	listed := map[string][]string{}          // module -> nodes it lists, where installed
+	has := map[string]map[string]bool{}      // module -> nodes that have it
 	for _, m := range ms {
+		listed[m.Module] = append(listed[m.Module], m.Nodes...)
+		if has[m.Module] == nil {
+			has[m.Module] = map[string]bool{}
+		}
+		has[m.Module][m.Node] = true
 		state := m.State
 		if !m.Runs {
 			state = "-"
@@ -436,13 +449,17 @@ func printInstalled(w io.Writer, ms []api.InstalledModule) {
 		sums[m.Module][m.Checksum] = append(sums[m.Module][m.Checksum], m.Node)
 	}
 	_ = tw.Flush()
-	for _, mod := range slices.Sorted(func(yield func(string) bool) {
-		for k := range sums {
-			if !yield(k) {
-				return
+	for _, mod := range slices.Sorted(maps.Keys(sums)) {
+		var missing []string
+		for _, n := range listed[mod] {
+			if !has[mod][n] && slices.Contains(queried, n) && !slices.Contains(missing, n) {
+				missing = append(missing, n)
 			}
 		}
-	}) {
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			fmt.Fprintf(w, "MISSING %s: not installed on %s, a node it lists\n", mod, strings.Join(missing, ", "))
+		}
 		if len(sums[mod]) < 2 {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/halo-ha/halo/internal/bundle"
+	"github.com/halo-ha/halo/sdk/api"
 )
 
 const packCluster = `cluster "c" {
@@ -102,5 +103,33 @@ func TestModuleUsage(t *testing.T) {
 	}
 	if code, _, stderr := runClusterCLI(t, "module", "install", bad); code != 1 || !strings.Contains(stderr, "not a gzip stream") {
 		t.Fatalf("install of a non-bundle: exit %d: %s", code, stderr)
+	}
+}
+
+func TestPrintInstalled(t *testing.T) {
+	ms := []api.InstalledModule{
+		{Module: "db", Node: "n2", Runs: true, State: "SECOND", Checksum: "sha256:bbbbbbbbbbbbbbbbbbbb", Applied: "sha256:bbbbbbbbbbbbbbbbbbbb", Nodes: []string{"n1", "n2"}},
+		{Module: "db", Node: "n1", Runs: true, State: "PRIM", Checksum: "sha256:aaaaaaaaaaaaaaaaaaaa", Applied: "sha256:cccccccccccccccccccc", Changed: true, Nodes: []string{"n1", "n2"}},
+		{Module: "web", Node: "n1", Runs: true, State: "UP", Checksum: "sha256:dddddddddddddddddddd", Applied: "sha256:dddddddddddddddddddd", Nodes: []string{"n1", "n2", "n3"}},
+		{Module: "web", Node: "n2", Runs: true, State: "UP", Checksum: "sha256:dddddddddddddddddddd", Applied: "sha256:dddddddddddddddddddd", Nodes: []string{"n1", "n2", "n3"}},
+	}
+	var b strings.Builder
+	printInstalled(&b, ms, []string{"n1", "n2"}) // n3 did not answer
+	out := b.String()
+	for _, want := range []string{
+		"db      n1    PRIM    sha256:aaaaaaaaaaaa  changed on disk, not applied (running sha256:cccccccccccc)",
+		"MISMATCH db: configuration differs between nodes: sha256:aaaaaaaaaaaa on n1; sha256:bbbbbbbbbbbb on n2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "MISMATCH web") || strings.Contains(out, "MISSING") {
+		t.Errorf("web flagged though identical where it answered:\n%s", out)
+	}
+	b.Reset()
+	printInstalled(&b, ms, []string{"n1", "n2", "n3"})
+	if !strings.Contains(b.String(), "MISSING web: not installed on n3, a node it lists") {
+		t.Errorf("web missing on n3 not flagged:\n%s", b.String())
 	}
 }

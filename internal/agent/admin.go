@@ -537,7 +537,10 @@ func (a *Agent) InstalledModules() ([]api.InstalledModule, error) {
 		im.Changed = im.Applied != "" && im.Checksum != im.Applied
 		if r, ok := a.lookup(n); ok {
 			st := r.snapshot(false)
-			im.Runs, im.State, im.Kind = true, st.State, st.Kind
+			im.Runs, im.State, im.Kind, im.Nodes = true, st.State, st.Kind, slices.Clone(r.mod.Nodes)
+		} else if m, _ := config.LoadModule(filepath.Join(a.modulesDir(), n, config.ModuleFileName), a.opts.Cluster); m != nil {
+			// What decodes is enough to name its nodes, valid or not.
+			im.Kind, im.Nodes = string(m.Kind), m.Nodes
 		}
 		out = append(out, im)
 	}

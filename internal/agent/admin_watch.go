@@ -122,10 +122,14 @@ func (a *Agent) checkDisk() {
 		r.mu.Lock()
 		r.status.ConfigChanged = changed
 		r.mu.Unlock()
-		if changed {
+		switch {
+		case changed && sum == "removed":
+			r.events.add("config", "warn", fmt.Sprintf("module directory removed from disk, not applied: the module still runs %s; halo module uninstall %s removes it once stopped", applied, name))
+			a.logger.Warn("module directory removed from disk while the module runs", "module", name)
+		case changed:
 			r.events.add("config", "warn", fmt.Sprintf("configuration changed on disk, not applied (on disk %s, running %s): halo reload %s applies what may change live", sum, applied, name))
 			a.logger.Warn("module configuration changed on disk, not applied", "module", name, "disk", sum, "running", applied)
-		} else {
+		default:
 			r.events.add("config", "info", "configuration on disk matches the running one again")
 		}
 	}

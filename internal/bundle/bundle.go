@@ -295,7 +295,18 @@ func Read(r io.Reader) (*Bundle, error) {
 	if err != nil {
 		return nil, invalid("not a gzip stream: %v", err)
 	}
-	tr := tar.NewReader(io.LimitReader(gz, MaxTotalSize+MaxFiles*4096+1<<20))
+	// Whole, so that the gzip checksum is verified before anything in it
+	// is believed: a damaged bundle reads as damaged, not as a confusing
+	// error about whatever the damage turned its content into.
+	const limit = MaxTotalSize + MaxFiles*4096 + 1<<20 // files, tar headers, manifest
+	raw, err := io.ReadAll(io.LimitReader(gz, limit+1))
+	if err != nil {
+		return nil, invalid("corrupted bundle: %v", err)
+	}
+	if len(raw) > limit {
+		return nil, invalid("more than %d bytes once decompressed", limit)
+	}
+	tr := tar.NewReader(bytes.NewReader(raw))
 	var man *Manifest
 	got := map[string]*File{}
 	total := int64(0)
@@ -347,9 +358,6 @@ func Read(r io.Reader) (*Bundle, error) {
 			return nil, invalid("more than %d files", MaxFiles)
 		}
 		got[name] = &File{Path: name, Exec: hdr.Mode&0o111 != 0, Size: int64(len(data)), SHA256: sum(data), Data: data}
-	}
-	if err := gz.Close(); err != nil {
-		return nil, invalid("gzip: %v", err)
 	}
 	if man == nil {
 		return nil, invalid("no %s", ManifestName)

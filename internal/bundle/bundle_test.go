@@ -182,7 +182,7 @@ func TestReadRefuses(t *testing.T) {
 			b := bytes.Clone(good)
 			b[len(b)/2] ^= 0xff
 			return b
-		}, "invalid bundle"},
+		}, "corrupted bundle"},
 		{"corrupted file", corrupt, "module.hcl: content does not match its checksum"},
 		{"traversal", func() []byte {
 			return craft(t, append(validEntries(t), entry{name: "scripts/../../evil", mode: 0o644, data: []byte("x")}))

@@ -5,6 +5,8 @@ type InstalledModule struct {
 	Module string `json:"module"`
 	Node   string `json:"node"`
 	Kind   string `json:"kind,omitempty"`
+	// Nodes are the nodes the module lists, as installed on this node.
+	Nodes []string `json:"nodes,omitempty"`
 	// Runs: the module runs on this node (this node is among its nodes
 	// and its runner exists); State is then its state.
 	Runs  bool   `json:"runs"`

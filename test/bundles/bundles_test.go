@@ -198,7 +198,7 @@ func TestBundles(t *testing.T) {
 	corrupt[len(corrupt)/2] ^= 0xff
 	_, err = n1.Client().InstallBundle(ctx, "extra", corrupt)
 	var se *api.StatusError
-	if !errors.As(err, &se) || se.Code != 400 || !strings.Contains(err.Error(), "invalid bundle") {
+	if !errors.As(err, &se) || se.Code != 400 || !strings.Contains(err.Error(), "corrupted bundle") {
 		t.Fatalf("corrupted bundle: %v", err)
 	}
 	t.Logf("corrupted bundle refused: %v", err)
@@ -206,7 +206,7 @@ func TestBundles(t *testing.T) {
 	if err := os.WriteFile(bad, corrupt, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if text, code := localCLI(t, ctx, n1, "module", "install", bad); code != 1 || !strings.Contains(text, "invalid bundle") {
+	if text, code := localCLI(t, ctx, n1, "module", "install", bad); code != 1 || !strings.Contains(text, "corrupted bundle") {
 		t.Fatalf("halo module install of a corrupted bundle: exit %d: %s", code, text)
 	}
 
@@ -265,6 +265,44 @@ func TestBundles(t *testing.T) {
 		t.Fatalf("halo module list does not show extra on both nodes: %s", text)
 	}
 	waitState(t, n2, "extra", "SECOND")
+
+	// A module installed on one of its two nodes only: flagged missing on
+	// the other. It cannot be uninstalled while it runs; stopped, it can.
+	soloDir := filepath.Join(t.TempDir(), "solo")
+	writeModuleDir(t, soloDir, strings.NewReplacer(`module "extra"`, `module "solo"`, "id    = 9", "id    = 10").Replace(extraModule))
+	sb, err := bundle.Pack(soloDir, "solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	soloFile := filepath.Join(t.TempDir(), "solo.halo")
+	if err := os.WriteFile(soloFile, sb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if text, code := localCLI(t, ctx, n1, "module", "install", soloFile); code != 0 || !strings.Contains(text, "module solo installed on node node1") {
+		t.Fatalf("install solo on node1: exit %d: %s", code, text)
+	}
+	waitState(t, n1, "solo", "WAIT")
+	text, code = hostCLI(ctx, c, n1, "module", "list")
+	if code != 0 || !strings.Contains(text, "MISSING solo: not installed on node2") {
+		t.Fatalf("halo module list did not flag solo missing on node2: exit %d: %s", code, text)
+	}
+	text, code = localCLI(t, ctx, n1, "module", "uninstall", "solo")
+	if code != 1 || !strings.Contains(text, "stop it first (halo stop solo on this node)") {
+		t.Fatalf("uninstall of a running module: exit %d: %s", code, text)
+	}
+	if text, code := localCLI(t, ctx, n1, "stop", "solo"); code != 0 {
+		t.Fatalf("halo stop solo: %d %s", code, text)
+	}
+	waitState(t, n1, "solo", "STOP")
+	if text, code := localCLI(t, ctx, n1, "module", "uninstall", "solo"); code != 0 || !strings.Contains(text, "module solo uninstalled from node node1") {
+		t.Fatalf("uninstall of a stopped module: exit %d: %s", code, text)
+	}
+	if _, err := os.Stat(filepath.Join(n1.ConfigDir, "modules", "solo")); !os.IsNotExist(err) {
+		t.Fatalf("solo still on disk: %v", err)
+	}
+	if _, err := n1.Client().Module(ctx, "solo"); !api.IsNotFound(err) {
+		t.Fatalf("solo still served: %v", err)
+	}
 
 	// An edit on node1's disk: reported, not applied.
 	file := filepath.Join(n1.ConfigDir, "modules", "extra", "module.hcl")
