@@ -22,6 +22,9 @@ func printReplication(w io.Writer, m api.ModuleStatus, verbose bool) {
 		return
 	}
 	fmt.Fprintf(w, "%s: replication %s\n", m.Module, replicationLine(r))
+	if r.NotReady != "" {
+		fmt.Fprintf(w, "%s: replicated directories not usable here: %s\n", m.Module, r.NotReady)
+	}
 	if p := r.Resync; p != nil && (p.Running || verbose) {
 		fmt.Fprintf(w, "%s: %s\n", m.Module, resyncLine(p))
 	}

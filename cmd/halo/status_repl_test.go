@@ -30,6 +30,10 @@ func TestPrintStatusReplication(t *testing.T) {
 		Module: "gone", Kind: "mirror", Node: "n1", State: "WAIT", Readiness: "NotReady",
 		Replication: &api.ReplicationStatus{UpdatedAt: at, Error: "connect: no such file"},
 	}, {
+		Module: "disk", Kind: "mirror", Node: "n1", State: "WAIT", Readiness: "NotReady",
+		Replication: &api.ReplicationStatus{Up: true, UpdatedAt: at, Role: "none", Mode: "sync", Link: "down",
+			NotReady: "must_exist file /srv/VERSION is missing"},
+	}, {
 		Module: "web", Kind: "light", Node: "n1", State: "UP", Readiness: "Ready",
 	}}
 	var b strings.Builder
@@ -40,6 +44,8 @@ func TestPrintStatusReplication(t *testing.T) {
 		"files: replication async, target of n2, resync (connected, this node not up to date), 0 B/s\n",
 		"files: resync 4 (full) 43.9% (450.0 MiB of 1.0 GiB) at 30.0 MiB/s, ETA 19.2s\n",
 		"gone: replication daemon not answering at ",
+		"disk: replication sync, no role, down (not connected, peer not up to date), 0 B/s\n",
+		"disk: replicated directories not usable here: must_exist file /srv/VERSION is missing\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

@@ -199,7 +199,7 @@ func replicationView(st *ctl.Status, err error, at time.Time) *api.ReplicationSt
 		OpsSent: st.OpsSent, BytesSent: st.BytesSent,
 		JournalBytes: st.JournalBytes, JournalTrusted: st.Trusted,
 		DirtyPaths: st.Dirty.Paths, DirtyZones: st.Dirty.Zones, DirtyBytes: st.Dirty.Bytes,
-		LastError: st.LastError,
+		LastError: st.LastError, NotReady: st.NotReady,
 	}
 	if rs := st.Resync; rs != nil {
 		p := &api.ResyncProgress{

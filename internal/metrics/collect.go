@@ -18,13 +18,13 @@ type descs struct {
 
 	hbUp, hbAge, hbRTT, hbMissed, hbSent, hbSendErr, hbAccepted, hbDropped *prometheus.Desc
 
-	replUp, replMode, replRole, replConnected, replInSync, replStalled      *prometheus.Desc
-	replInFlight, replLag, replRate, replOps, replBytes                     *prometheus.Desc
-	replInFlightBytes, replSubmitted, replApplied, replDurable, replRTT     *prometheus.Desc
-	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths    *prometheus.Desc
-	replDirtyBytes                                                          *prometheus.Desc
-	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA *prometheus.Desc
-	resyncSent                                                              *prometheus.Desc
+	replUp, replReady, replMode, replRole, replConnected, replInSync, replStalled *prometheus.Desc
+	replInFlight, replLag, replRate, replOps, replBytes                           *prometheus.Desc
+	replInFlightBytes, replSubmitted, replApplied, replDurable, replRTT           *prometheus.Desc
+	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths          *prometheus.Desc
+	replDirtyBytes                                                                *prometheus.Desc
+	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA       *prometheus.Desc
+	resyncSent                                                                    *prometheus.Desc
 }
 
 func newDescs(cl prometheus.Labels) descs {
@@ -50,6 +50,7 @@ func newDescs(cl prometheus.Labels) descs {
 		hbDropped:  d("halo_heartbeat_frames_dropped_total", "Heartbeat datagrams received and dropped, by reason.", "module", "network", "reason"),
 
 		replUp:        d("halo_replication_up", "1 if the module's replication daemon answered this scrape in time.", mod...),
+		replReady:     d("halo_replication_ready", "1 when the replicated directories can be used on this node (must_exist files present, role held).", mod...),
 		replMode:      d("halo_replication_mode", "1 for the module's replication mode, 0 for the others.", "module", "mode"),
 		replRole:      d("halo_replication_role", "1 for the role the replication daemon holds, 0 for the others.", "module", "role"),
 		replConnected: d("halo_replication_connected", "1 while a replication stream to or from the peer is open.", mod...),
@@ -87,7 +88,7 @@ func (d descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		d.state, d.readiness, d.loopCount, d.loopMax, d.checker,
 		d.hbUp, d.hbAge, d.hbRTT, d.hbMissed, d.hbSent, d.hbSendErr, d.hbAccepted, d.hbDropped,
-		d.replUp, d.replMode, d.replRole, d.replConnected, d.replInSync, d.replStalled,
+		d.replUp, d.replReady, d.replMode, d.replRole, d.replConnected, d.replInSync, d.replStalled,
 		d.replInFlight, d.replLag, d.replRate, d.replOps, d.replBytes,
 		d.replInFlightBytes, d.replSubmitted, d.replApplied, d.replDurable, d.replRTT,
 		d.replJournalBytes, d.replJournalTrusted, d.replDirtyZones, d.replDirtyPaths, d.replDirtyBytes,
@@ -190,6 +191,7 @@ func (c *collector) collectReplication(ch chan<- prometheus.Metric, module strin
 	}
 	s := r.st
 	gauge(ch, d.replUp, 1, module)
+	gauge(ch, d.replReady, b2f(s.NotReady == ""), module)
 	enum(ch, d.replMode, Modes, s.Mode, module)
 	enum(ch, d.replRole, Roles, s.Role, module)
 	gauge(ch, d.replConnected, b2f(Connected(s.Link)), module)

@@ -222,7 +222,7 @@ func TestReplication(t *testing.T) {
 				JournalBytes: 4096, Trusted: true, Dirty: journal.Stats{Paths: 2, Zones: 5, Bytes: 5 << 16},
 			},
 			"tgt": {
-				Role: "target", Peer: "n1", Mode: "async", Link: "resync",
+				Role: "target", Peer: "n1", Mode: "async", Link: "resync", NotReady: "must_exist file VERSION is missing",
 				Resync: &ctl.ResyncStatus{ID: 7, Full: true, Done: 250, Total: 1000, BytesPerSec: 50, ETA: 15 * time.Second, Started: time.Now(), Sent: 300},
 			},
 		},
@@ -235,6 +235,10 @@ func TestReplication(t *testing.T) {
 halo_replication_up{module="dead",node="n1"} 0
 halo_replication_up{module="src",node="n1"} 1
 halo_replication_up{module="tgt",node="n1"} 1
+# HELP halo_replication_ready 1 when the replicated directories can be used on this node (must_exist files present, role held).
+# TYPE halo_replication_ready gauge
+halo_replication_ready{module="src",node="n1"} 1
+halo_replication_ready{module="tgt",node="n1"} 0
 # HELP halo_replication_mode 1 for the module's replication mode, 0 for the others.
 # TYPE halo_replication_mode gauge
 halo_replication_mode{mode="async",module="src",node="n1"} 0
@@ -294,7 +298,7 @@ halo_replication_resync_total_bytes{module="tgt",node="n1"} 1000
 halo_replication_resync_eta_seconds{module="tgt",node="n1"} 15
 `
 	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want),
-		"halo_replication_up", "halo_replication_mode", "halo_replication_connected", "halo_replication_peer_up_to_date",
+		"halo_replication_up", "halo_replication_ready", "halo_replication_mode", "halo_replication_connected", "halo_replication_peer_up_to_date",
 		"halo_replication_lag_seconds", "halo_replication_sent_bytes_total", "halo_replication_sent_ops_total",
 		"halo_replication_acked_ops_total", "halo_replication_in_flight_bytes", "halo_replication_rtt_seconds",
 		"halo_replication_journal_dirty_zones", "halo_replication_resync_state", "halo_replication_resync_done_bytes",

@@ -71,6 +71,10 @@ type ReplicationStatus struct {
 	// Resync is the running resync, or the last one, on a target.
 	Resync    *ResyncProgress `json:"resync,omitempty"`
 	LastError string          `json:"last_error,omitempty"`
+	// NotReady says why the replicated directories cannot be used on
+	// this node now (a must_exist file missing, a role not held); the
+	// node neither serves nor becomes SECOND meanwhile.
+	NotReady string `json:"not_ready,omitempty"`
 }
 
 // ResyncProgress is a resync on the node that receives it.
