@@ -50,6 +50,9 @@ type clusterOpts struct {
 	pulse, timeout time.Duration
 	// cluster is more HCL in the cluster block (a metrics block).
 	cluster string
+	// mustExist: the directory's must_exist files, created on both nodes
+	// before the agents start.
+	mustExist []string
 }
 
 // newReplCluster deploys the mirror module with one replicated directory
@@ -92,14 +95,25 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
 			}
 		}
 		rc.dirs[n.Name], rc.acks[n.Name] = dir, acks
+		mustExist := ""
+		if len(o.mustExist) > 0 {
+			q := make([]string, len(o.mustExist))
+			for i, f := range o.mustExist {
+				q[i] = strconv.Quote(f)
+				if err := os.WriteFile(filepath.Join(dir, f), []byte("present\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustExist = fmt.Sprintf("      must_exist = [%s]\n", strings.Join(q, ", "))
+		}
 		block := fmt.Sprintf(`  replication {
     mode          = %q
     stall_timeout = %q
 %s    dir %q {
       exclude = ["*.tmp"]
-    }
+%s    }
   }
-`, mode, stallTimeout, o.extra, dir)
+`, mode, stallTimeout, o.extra, dir, mustExist)
 		modFile := filepath.Join(n.ConfigDir, "modules", module, "module.hcl")
 		b, err := os.ReadFile(modFile)
 		if err != nil {
