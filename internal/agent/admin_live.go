@@ -76,13 +76,10 @@ func (r *moduleRunner) reconfigure(ctx context.Context, mod *config.Module) erro
 	case <-ctx.Done():
 		return fmt.Errorf("apply configuration: %w", ctx.Err())
 	}
-	select {
-	case err := <-req.reply:
-		return err
-	case <-ctx.Done():
-		// The loop has the request: it is applied, we just do not wait.
-		return fmt.Errorf("apply configuration: %w", ctx.Err())
-	}
+	// The loop has it and answers once applied (between two steps, so
+	// promptly): waiting regardless keeps the caller's view of what was
+	// applied true, which an install's rollback depends on.
+	return <-req.reply
 }
 
 // applyLive switches the runner to mod: max_loop, failover, checker
