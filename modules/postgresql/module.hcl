@@ -1,6 +1,7 @@
-# postgresql: a PostgreSQL cluster mirrored on two nodes (Debian/Ubuntu
-# packaging: postgresql@<version>-<cluster> units). Its data directory is
-# replicated synchronously: a COMMIT that returned is on both nodes.
+# postgresql: a PostgreSQL cluster mirrored on two nodes, started and
+# stopped with pg_ctl (not the distribution's service unit: halo decides
+# where it runs). Its data directory is replicated synchronously: a COMMIT
+# that returned is on both nodes.
 # Edit the lines marked EDIT.
 module "postgresql" {
   description     = "PostgreSQL with synchronous file replication, VIP and failover"
@@ -25,18 +26,25 @@ module "postgresql" {
 
   app {
     start_timeout = "120s" # crash recovery after a failover replays the WAL
-    stop_timeout  = "60s"
+    stop_timeout  = "60s"  # then stop_prim runs again with "force"
     env = {
-      PGVERSION = "15"   # EDIT
-      PGCLUSTER = "main" # EDIT
-      PGPORT    = "5432"
+      PGBIN      = "/usr/lib/postgresql/15/bin"  # EDIT: the server's binaries
+      PGDATA     = "/var/lib/postgresql/15/main" # EDIT: the replicated directory above
+      PGPORT     = "5432"
+      PG_OS_USER = "postgres" # the server refuses to run as root
+      # Debian keeps the configuration outside the data directory (it is
+      # not replicated: keep it identical on both nodes).
+      PGOPTS = "-c config_file=/etc/postgresql/15/main/postgresql.conf" # EDIT
+      PGLOG  = "/var/log/postgresql/postgresql-15-main.log"
     }
   }
 
+  # The postmaster alone: pg_ctl starts it as "postgres -D <data dir>";
+  # its children rename themselves ("postgres: checkpointer", ...).
   check "errd" "postmaster" {
     when     = "prim"
     action   = "restart"
-    name     = "postgres"
+    pattern  = "^\\S*/postgres -D /var/lib/postgresql/15/main( |$)" # EDIT: the data directory
     at_least = 1
   }
 
