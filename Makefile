@@ -76,5 +76,12 @@ bench: build
 bench-fs:
 	./bench/run.sh fs
 
+# bench-pgbench: pgbench TPS on a plain directory, on the replicated one
+# (sync, peer in another namespace) and on the capture without a peer,
+# side by side in one run (root, PostgreSQL 15; a few minutes).
+.PHONY: bench-pgbench
+bench-pgbench: build
+	HALO_BENCH=1 HALO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m -run TestPgbenchReplicatedVsPlain ./test/postgresql
+
 clean:
 	rm -rf $(BIN)

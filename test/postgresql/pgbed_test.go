@@ -220,10 +220,11 @@ func netJoin(host string, port int) string { return net.JoinHostPort(host, strco
 // settings the test needs: TCP on every address (the VIP), no Unix socket
 // (both nodes would share its directory), trust for the bed's addresses,
 // commits durable (synchronous_commit and fsync on, as by default).
-func (pc *pgCluster) initdb(n *mirrorbed.Node) {
+func (pc *pgCluster) initdb(n *mirrorbed.Node) { pc.initdbDir(pc.pgdata[n.Name]) }
+
+func (pc *pgCluster) initdbDir(dir string) {
 	t := pc.t
 	t.Helper()
-	dir := pc.pgdata[n.Name]
 	cmd := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(pgBin(), "initdb"),
 		"-D", dir, "-A", "trust", "-U", "postgres", "--no-instructions")
 	if out, err := cmd.CombinedOutput(); err != nil {
