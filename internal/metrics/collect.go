@@ -24,7 +24,7 @@ type descs struct {
 	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths          *prometheus.Desc
 	replDirtyBytes                                                                *prometheus.Desc
 	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA       *prometheus.Desc
-	resyncSent                                                                    *prometheus.Desc
+	resyncSent, writeLatency, syncLatency                                         *prometheus.Desc
 }
 
 func newDescs(cl prometheus.Labels) descs {
@@ -74,13 +74,15 @@ func newDescs(cl prometheus.Labels) descs {
 		replDirtyPaths:     d("halo_replication_journal_dirty_paths", "Paths with any change recorded for the next resync.", mod...),
 		replDirtyBytes:     d("halo_replication_journal_dirty_bytes", "Bytes of the dirty zones (whole files and tails not counted).", mod...),
 
-		resyncState: d("halo_replication_resync_state", "1 for the state of the running or last resync on this node, 0 for the others; absent when none ran.", "module", "state"),
-		resyncFull:  d("halo_replication_resync_full", "1 if the running or last resync is a full one.", mod...),
-		resyncDone:  d("halo_replication_resync_done_bytes", "Bytes of the running or last resync done.", mod...),
-		resyncTotal: d("halo_replication_resync_total_bytes", "Bytes the running or last resync has to do.", mod...),
-		resyncRate:  d("halo_replication_resync_bytes_per_second", "Recent rate of the running resync.", mod...),
-		resyncETA:   d("halo_replication_resync_eta_seconds", "Estimated time left of the running resync (0 when none runs).", mod...),
-		resyncSent:  d("halo_replication_resync_sent_bytes", "Bytes the running or last resync sent over the network (data and protocol).", mod...),
+		resyncState:  d("halo_replication_resync_state", "1 for the state of the running or last resync on this node, 0 for the others; absent when none ran.", "module", "state"),
+		resyncFull:   d("halo_replication_resync_full", "1 if the running or last resync is a full one.", mod...),
+		resyncDone:   d("halo_replication_resync_done_bytes", "Bytes of the running or last resync done.", mod...),
+		resyncTotal:  d("halo_replication_resync_total_bytes", "Bytes the running or last resync has to do.", mod...),
+		resyncRate:   d("halo_replication_resync_bytes_per_second", "Recent rate of the running resync.", mod...),
+		resyncETA:    d("halo_replication_resync_eta_seconds", "Estimated time left of the running resync (0 when none runs).", mod...),
+		writeLatency: d("halo_replication_write_latency_seconds", "How long the application's operations waited for the replication stream (the peer's acknowledgement in sync and durable modes); since the source role began.", mod...),
+		syncLatency:  d("halo_replication_sync_latency_seconds", "How long fsync and O_SYNC writes waited for the peer's disk; since the source role began.", mod...),
+		resyncSent:   d("halo_replication_resync_sent_bytes", "Bytes the running or last resync sent over the network (data and protocol).", mod...),
 	}
 }
 
@@ -93,6 +95,7 @@ func (d descs) all() []*prometheus.Desc {
 		d.replInFlightBytes, d.replSubmitted, d.replApplied, d.replDurable, d.replRTT,
 		d.replJournalBytes, d.replJournalTrusted, d.replDirtyZones, d.replDirtyPaths, d.replDirtyBytes,
 		d.resyncState, d.resyncFull, d.resyncDone, d.resyncTotal, d.resyncRate, d.resyncETA, d.resyncSent,
+		d.writeLatency, d.syncLatency,
 	}
 }
 
@@ -176,6 +179,21 @@ func (c *collector) collectModule(ch chan<- prometheus.Metric, m Module, now tim
 	}
 }
 
+// histogram sends a daemon's latency histogram; nothing for none, or for
+// one whose counts do not match its bounds (a daemon of another build).
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h *ctl.Histogram, labels ...string) {
+	if h == nil || len(h.Counts) != len(h.Bounds)+1 {
+		return
+	}
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var cum uint64
+	for i, b := range h.Bounds {
+		cum += h.Counts[i]
+		buckets[b] = cum
+	}
+	ch <- prometheus.MustNewConstHistogram(d, cum+h.Counts[len(h.Bounds)], h.Sum, buckets, labels...)
+}
+
 // Connected reports whether a daemon status link has an open stream.
 func Connected(link string) bool {
 	return link != "" && link != "down" && link != "fenced"
@@ -209,6 +227,8 @@ func (c *collector) collectReplication(ch chan<- prometheus.Metric, module strin
 	if s.RTT > 0 {
 		gauge(ch, d.replRTT, s.RTT.Seconds(), module)
 	}
+	histogram(ch, d.writeLatency, s.WriteLatency, module)
+	histogram(ch, d.syncLatency, s.SyncLatency, module)
 	gauge(ch, d.replJournalBytes, float64(s.JournalBytes), module)
 	gauge(ch, d.replJournalTrusted, b2f(s.Trusted), module)
 	gauge(ch, d.replDirtyZones, float64(s.Dirty.Zones), module)

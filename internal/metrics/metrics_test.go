@@ -219,6 +219,9 @@ func TestReplication(t *testing.T) {
 				Role: "source", Peer: "n2", Mode: "sync", Link: "in sync", PeerInSync: true,
 				InFlight: 3, Lag: 1500 * time.Microsecond, BytesPerSec: 1 << 20, OpsSent: 42, BytesSent: 123456,
 				Submitted: 45, Applied: 42, Durable: 40, InFlightBytes: 3000, RTT: 400 * time.Microsecond,
+				SyncLatency: &ctl.Histogram{Bounds: []float64{0.001, 0.01}, Counts: []uint64{2, 1, 1}, Count: 4, Sum: 1.5},
+				// Counts that do not match the bounds: left out.
+				WriteLatency: &ctl.Histogram{Bounds: []float64{0.001}, Counts: []uint64{2}, Count: 2, Sum: 0.001},
 				JournalBytes: 4096, Trusted: true, Dirty: journal.Stats{Paths: 2, Zones: 5, Bytes: 5 << 16},
 			},
 			"tgt": {
@@ -278,6 +281,13 @@ halo_replication_in_flight_bytes{module="tgt",node="n1"} 0
 # HELP halo_replication_rtt_seconds Latest ping round trip on the replication stream (absent while unknown).
 # TYPE halo_replication_rtt_seconds gauge
 halo_replication_rtt_seconds{module="src",node="n1"} 0.0004
+# HELP halo_replication_sync_latency_seconds How long fsync and O_SYNC writes waited for the peer's disk; since the source role began.
+# TYPE halo_replication_sync_latency_seconds histogram
+halo_replication_sync_latency_seconds_bucket{module="src",node="n1",le="0.001"} 2
+halo_replication_sync_latency_seconds_bucket{module="src",node="n1",le="0.01"} 3
+halo_replication_sync_latency_seconds_bucket{module="src",node="n1",le="+Inf"} 4
+halo_replication_sync_latency_seconds_sum{module="src",node="n1"} 1.5
+halo_replication_sync_latency_seconds_count{module="src",node="n1"} 4
 # HELP halo_replication_journal_dirty_zones Dirty zones recorded for the next resync.
 # TYPE halo_replication_journal_dirty_zones gauge
 halo_replication_journal_dirty_zones{module="src",node="n1"} 5
@@ -301,6 +311,7 @@ halo_replication_resync_eta_seconds{module="tgt",node="n1"} 15
 		"halo_replication_up", "halo_replication_ready", "halo_replication_mode", "halo_replication_connected", "halo_replication_peer_up_to_date",
 		"halo_replication_lag_seconds", "halo_replication_sent_bytes_total", "halo_replication_sent_ops_total",
 		"halo_replication_acked_ops_total", "halo_replication_in_flight_bytes", "halo_replication_rtt_seconds",
+		"halo_replication_sync_latency_seconds", "halo_replication_write_latency_seconds",
 		"halo_replication_journal_dirty_zones", "halo_replication_resync_state", "halo_replication_resync_done_bytes",
 		"halo_replication_resync_total_bytes", "halo_replication_resync_eta_seconds"); err != nil {
 		t.Fatal(err)

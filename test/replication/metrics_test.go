@@ -93,6 +93,13 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatalf("after writing %d bytes: bytes sent %v -> %v, ops %v -> %v, acked %v -> %v, durable %v -> %v",
 			size, sent0, sent1, ops0, ops1, acked0, acked1, durable0, durable1)
 	}
+	// The fsync waited for the peer's disk: the daemon timed it.
+	if n := value(t, after, "halo_replication_sync_latency_seconds", mod); n < 1 {
+		t.Fatalf("no fsync in the sync latency histogram (count %v)", n)
+	}
+	if n := value(t, after, "halo_replication_write_latency_seconds", mod); n < 1 {
+		t.Fatalf("no write in the write latency histogram (count %v)", n)
+	}
 	plain := scrapePlain(t, rc.Client, n1.Host.Addr("default"))
 	if v := value(t, plain, "halo_replication_sent_bytes_total", mod); v < sent1 {
 		t.Fatalf("plain listener: bytes sent %v, below the API's %v", v, sent1)

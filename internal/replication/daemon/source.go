@@ -247,6 +247,8 @@ type sink struct {
 	// operations fail, since nothing will ever replicate them.
 	closed error
 	last   wire.Stats
+	// writeLat and syncLat time Submit and Sync on a live stream.
+	writeLat, syncLat ctl.LatencyRecorder
 }
 
 var _ capture.Sink = (*sink)(nil)
@@ -273,11 +275,19 @@ func (s *sink) send(ctx context.Context, o op.Op, sync bool) error {
 	if snd == nil || !live {
 		return nil // journaled: the next resync sends it
 	}
+	start := time.Now()
 	var err error
 	if sync {
 		err = snd.Sync(ctx, o)
 	} else {
 		err = snd.Submit(ctx, o)
+	}
+	if err == nil {
+		lat := &s.writeLat
+		if sync {
+			lat = &s.syncLat
+		}
+		lat.Observe(time.Since(start))
 	}
 	if err == nil || !errors.Is(err, wire.ErrDegraded) {
 		return err
@@ -458,6 +468,7 @@ func (s *sink) fillStatus(st *ctl.Status) {
 	st.OpsSent, st.BytesSent = stats.OpsSent, stats.BytesSent
 	st.Submitted, st.Applied, st.Durable = stats.Submitted, stats.Applied, stats.Durable
 	st.InFlightBytes, st.RTT = stats.InFlightBytes, stats.RTT
+	st.WriteLatency, st.SyncLatency = s.writeLat.Snapshot(), s.syncLat.Snapshot()
 }
 
 // rateMeter turns a byte counter into a recent rate.

@@ -130,6 +130,13 @@ type Status struct {
 	Durable       uint64        `json:"durable,omitempty"`
 	InFlightBytes int64         `json:"in_flight_bytes,omitempty"`
 	RTT           time.Duration `json:"rtt,omitempty"`
+	// WriteLatency is how long the application's operations waited for
+	// the stream (the peer's acknowledgement in sync and durable modes,
+	// room in the window in async); SyncLatency the same for fsync and
+	// O_SYNC writes, which wait for the peer's disk. Since the source
+	// role began, on a live stream only; nil before the first.
+	WriteLatency *Histogram `json:"write_latency,omitempty"`
+	SyncLatency  *Histogram `json:"sync_latency,omitempty"`
 	// Journal: size of the journal file and what its map holds.
 	JournalBytes int64         `json:"journal_bytes"`
 	Dirty        journal.Stats `json:"dirty"`
@@ -138,6 +145,14 @@ type Status struct {
 	// LastError is the latest problem worth showing (a refused mount, a
 	// peer that cannot be reached).
 	LastError string `json:"last_error,omitempty"`
+	// MaxLag is the lag bound of async mode (zero in the other modes):
+	// writes wait while the oldest operation the peer has not applied is
+	// older.
+	MaxLag time.Duration `json:"max_lag,omitempty"`
+	// DataLossPossible (async mode, source): operations already
+	// acknowledged to applications are not applied on the peer yet
+	// (InFlight of them, the oldest Lag old): a failover now loses them.
+	DataLossPossible bool `json:"data_loss_possible,omitempty"`
 	// NotReady says why the replicated directories cannot be used on this
 	// node now (a must_exist file missing: the data disk is not mounted;
 	// the directories not mounted by the daemon); empty when they can.
