@@ -808,7 +808,11 @@ func (m *Machine) toPrim() {
 		m.persist(func(p *Persistent) {
 			p.Role, p.Shared, p.Forced, p.LastInSync = core.Prim, true, false, m.now
 		})
-		m.enter(core.Prim, core.Ready, fmt.Sprintf("%s is SECOND and in sync: replication is synchronous", m.cfg.Peer))
+		how := "replication is synchronous"
+		if m.cfg.Async {
+			how = "replication is asynchronous: a failover may lose the latest acknowledged writes (max_lag)"
+		}
+		m.enter(core.Prim, core.Ready, fmt.Sprintf("%s is SECOND and in sync: %s", m.cfg.Peer, how))
 		if m.cfg.DefaultPrimary == m.cfg.Peer {
 			m.swap(fmt.Sprintf("default_primary is %s: swapping back after the resync", m.cfg.Peer))
 		}

@@ -28,8 +28,8 @@ import (
 //	cluster [networks=(a,b)] [timeout=500ms] [failover=false] [witness]
 //	        [sync_delta=D] [default_primary=N] [stall_timeout=D] [winner=W]
 //	        [max_loop=N] [loop_interval=D] [checkers=(name:action:when[:type],...)]
-//	        [writes=D] [repl_ready]          new world, both agents down
-//	                                        (repl_ready: Config.ReplReadiness)
+//	        [writes=D] [repl_ready] [async] new world, both agents down
+//	                                        (Config.ReplReadiness, Config.Async)
 //	setup                                   both booted, node1 PRIM, node2 SECOND (quiet)
 //	boot N... | crash N | freeze N | thaw N
 //	tick D                                  run the world for D
@@ -334,6 +334,7 @@ func (h *harness) cluster(t *testing.T, td *datadriven.TestData) {
 		}
 	}
 	cfg.ReplReadiness = td.HasArg("repl_ready")
+	cfg.Async = td.HasArg("async")
 	opt := sim.DefaultMirrorOptions(cfg)
 	opt.WriteEvery = 100 * time.Millisecond
 	if td.MaybeScanArgs(t, "writes", &s) {

@@ -88,6 +88,9 @@ type Config struct {
 	// becomes SECOND, and tells its peer why; a node that already serves
 	// goes on (must_exist is checked before a start).
 	ReplReadiness bool
+	// Async: replication acknowledges writes before the peer has them
+	// (mode async): PRIM says so, since a failover may lose the latest.
+	Async bool
 }
 
 func (c *Config) applyDefaults() {

@@ -89,6 +89,7 @@ func newMirrorMachine(mod *config.Module, node, statePath string, specs []core.C
 		// The daemon checks the directories (must_exist) and reports;
 		// a build without it serves as before (see newReplication).
 		cfg.ReplReadiness = DaemonExecutable != ""
+		cfg.Async = mod.Replication.Mode == config.ModeAsync
 	}
 	if err := cfg.Validate(); err != nil {
 		return machineSetup{}, err

@@ -480,6 +480,15 @@ func statusResources(s *ctl.Status) map[string][2]string {
 		"replication.journal":  {fmt.Sprintf("%d dirty zones, %d paths", s.Dirty.Zones, s.Dirty.Paths), fmt.Sprintf("journal %d bytes, trusted %v", s.JournalBytes, s.Trusted)},
 		"replication.progress": {"", ""},
 	}
+	if s.MaxLag > 0 {
+		// async: the honest state of what a failover would lose now.
+		v, msg := "no", fmt.Sprintf("async mode, max_lag %v: every acknowledged write is on the peer", s.MaxLag)
+		if s.DataLossPossible {
+			v = "yes"
+			msg = fmt.Sprintf("async mode, max_lag %v: %d acknowledged operations not on the peer yet, the oldest %v old", s.MaxLag, s.InFlight, s.Lag.Round(time.Millisecond))
+		}
+		res["replication.data_loss_possible"] = [2]string{v, msg}
+	}
 	if rs := s.Resync; rs != nil {
 		v := fmt.Sprintf("%d/%d bytes", rs.Done, rs.Total)
 		msg := fmt.Sprintf("resync %d (%s) at %.0f B/s, ETA %v", rs.ID, map[bool]string{true: "full", false: "incremental"}[rs.Full], rs.BytesPerSec, rs.ETA.Round(time.Second))

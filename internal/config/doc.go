@@ -68,13 +68,18 @@
 //	  }
 //	  health { enabled = true  port = 0 } # 0 = the cluster's health_port
 //	  replication {                       # mirror only
-//	    mode = "sync"                     # sync | durable | async
+//	    mode = "sync"                     # sync | durable | async (writes return before the
+//	                                      #   peer has them; they wait while the oldest the peer
+//	                                      #   has not applied is older than max_lag; a failover
+//	                                      #   may lose up to max_lag of acknowledged writes)
 //	    network = "replication"           # default: "replication" if declared, else "default"
 //	    port = 0                          # 0 = 21000 + id (TCP)
 //	    stall_timeout = "10s"  max_lag = "5s" /* async only */  zone_size = "64KiB"
 //	    quarantine_dir = ""               # split-brain loser's files; "" = under the state directory
 //	    resync { parallel = 4  bandwidth = "100MB/s" }
 //	    dir "/var/lib/app" { exclude = ["tmp/*"]  must_exist = ["VERSION"] }
+//	                                      # must_exist missing (data disk not mounted): the node
+//	                                      #   neither serves nor becomes SECOND, WAIT says why
 //	  }
 //	  farm {                              # farm only
 //	    network = "default"               # default: the first VIP's network

@@ -317,18 +317,20 @@ func (d *Daemon) checkpointSource(src *sourceRole) error {
 	d.mu.Lock()
 	gen := d.gen
 	d.mu.Unlock()
-	return d.checkpointAll(src.under, gen)
+	return d.checkpointAll(src.under, gen, nil)
 }
 
 // checkpointAll syncs the trees, then checkpoints every journal at gen
 // (marking again what is in flight): a checkpoint must never say clean
-// what a power loss could still undo.
+// what a power loss could still undo. peer (nil: none) is called once the
+// marks made from now on are collected, and must return once the peer
+// holds every operation that was done before (see sink.peerHasAll).
 //
 // It does not hold the role lock (a sync may take long, and a failover
 // must not wait for it): whatever happens to the peer meanwhile, every
 // operation it may lack is in flight or marked since the checkpoint
 // began, and is marked again.
-func (d *Daemon) checkpointAll(under []*os.File, gen uint64) error {
+func (d *Daemon) checkpointAll(under []*os.File, gen uint64, peer func() error) error {
 	d.ckptMu.Lock()
 	defer d.ckptMu.Unlock()
 	if gen == 0 {
@@ -336,6 +338,11 @@ func (d *Daemon) checkpointAll(under []*os.File, gen uint64) error {
 	}
 	d.tracker.beginCheckpoint()
 	defer d.tracker.endCheckpoint()
+	if peer != nil {
+		if err := peer(); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+	}
 	for _, f := range under {
 		if err := unix.Syncfs(int(f.Fd())); err != nil {
 			return fmt.Errorf("sync %s: %w", f.Name(), err)
@@ -692,7 +699,7 @@ func (d *Daemon) finishResync(ctx context.Context, t *targetRole, r *resyncRun, 
 		return fmt.Errorf("sync the resynced trees: %w", err)
 	}
 	gen := r.req.Source.Current
-	if err := d.checkpointAll(t.under, gen); err != nil {
+	if err := d.checkpointAll(t.under, gen, nil); err != nil {
 		return err
 	}
 	t.mu.Lock()
@@ -731,7 +738,7 @@ func (d *Daemon) checkpointLoop(ctx context.Context) {
 		switch {
 		case !dirty:
 		case src != nil && src.sink.live():
-			if err := d.checkpointAll(src.under, gen); err != nil {
+			if err := d.checkpointAll(src.under, gen, src.sink.peerHasAll); err != nil {
 				d.logger.Debug("periodic checkpoint skipped", "error", err)
 			}
 		case tgt != nil:
@@ -739,7 +746,7 @@ func (d *Daemon) checkpointLoop(ctx context.Context) {
 			ok, g := tgt.inSync && tgt.resync == nil, tgt.syncedGen
 			tgt.mu.Unlock()
 			if ok {
-				if err := d.checkpointAll(tgt.under, g); err != nil {
+				if err := d.checkpointAll(tgt.under, g, nil); err != nil {
 					d.logger.Debug("periodic checkpoint skipped", "error", err)
 				}
 			}

@@ -304,6 +304,32 @@ func (s *sink) send(ctx context.Context, o op.Op, sync bool) error {
 	return s.closed
 }
 
+// peerHasAll returns once the peer holds, durably, every operation
+// submitted before the call. In async mode an operation is done (its
+// journal mark released) as soon as it is queued, before the peer applied
+// it: a checkpoint that forgot its zones then would leave a write that the
+// peer may never receive in neither node's journal, and the incremental
+// resync after a failover would miss it. The other modes need nothing:
+// an operation is done once the peer applied it, and the peer journals
+// what it applies.
+func (s *sink) peerHasAll() error {
+	if s.d.wireMode() != wire.ModeAsync {
+		return nil
+	}
+	s.mu.Lock()
+	snd, live := s.sender, s.inSync && !s.fenced
+	s.mu.Unlock()
+	if snd == nil || !live {
+		return errors.New("the peer is not in sync: its replication stream is not running")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.d.repl.StallTimeout+time.Second)
+	defer cancel()
+	if err := snd.Barrier(ctx); err != nil {
+		return fmt.Errorf("wait for the peer to hold every operation: %w", err)
+	}
+	return nil
+}
+
 // live reports whether the peer is in sync on a running stream.
 func (s *sink) live() bool {
 	s.mu.Lock()
@@ -465,6 +491,10 @@ func (s *sink) fillStatus(st *ctl.Status) {
 	st.StalledSince = s.stalledSince
 	st.InFlight = stats.InFlight
 	st.Lag = stats.Lag
+	if s.d.wireMode() == wire.ModeAsync {
+		st.MaxLag = s.d.repl.MaxLag
+		st.DataLossPossible = st.PeerInSync && stats.InFlight > 0
+	}
 	st.OpsSent, st.BytesSent = stats.OpsSent, stats.BytesSent
 	st.Submitted, st.Applied, st.Durable = stats.Submitted, stats.Applied, stats.Durable
 	st.InFlightBytes, st.RTT = stats.InFlightBytes, stats.RTT
