@@ -61,10 +61,10 @@ func (a *Agent) watchModules(ctx context.Context) {
 	}
 }
 
-// addWatches watches modules/, every module directory and scripts/ (a
-// path already watched is not added twice by fsnotify).
+// addWatches watches the configuration directory (for modules/ to
+// appear), modules/, every module directory and scripts/.
 func (a *Agent) addWatches(w *fsnotify.Watcher) {
-	dirs := []string{a.modulesDir()}
+	dirs := []string{a.opts.ConfigDir, a.modulesDir()}
 	entries, _ := os.ReadDir(a.modulesDir())
 	for _, e := range entries {
 		if e.IsDir() {
