@@ -22,6 +22,9 @@ func printReplication(w io.Writer, m api.ModuleStatus, verbose bool) {
 		return
 	}
 	fmt.Fprintf(w, "%s: replication %s\n", m.Module, replicationLine(r))
+	if r.DataLossPossible {
+		fmt.Fprintf(w, "%s: acknowledged writes not yet on %s (async): a failover now would lose them\n", m.Module, orDash(r.Peer))
+	}
 	if r.NotReady != "" {
 		fmt.Fprintf(w, "%s: replicated directories not usable here: %s\n", m.Module, r.NotReady)
 	}
@@ -84,6 +87,9 @@ func replicationLine(r *api.ReplicationStatus) string {
 	if r.Role == "source" {
 		lag := time.Duration(r.LagSeconds * float64(time.Second))
 		fmt.Fprintf(&b, ", lag %s (%d ops, %s in flight)", roundDuration(lag), r.InFlight, formatBytes(float64(r.InFlightBytes)))
+		if r.MaxLagSeconds > 0 {
+			fmt.Fprintf(&b, " of max %s", roundDuration(time.Duration(r.MaxLagSeconds*float64(time.Second))))
+		}
 	}
 	fmt.Fprintf(&b, ", %s/s", formatBytes(r.BytesPerSec))
 	if r.Role == "source" {

@@ -30,6 +30,10 @@ func TestPrintStatusReplication(t *testing.T) {
 		Module: "gone", Kind: "mirror", Node: "n1", State: "WAIT", Readiness: "NotReady",
 		Replication: &api.ReplicationStatus{UpdatedAt: at, Error: "connect: no such file"},
 	}, {
+		Module: "async", Kind: "mirror", Node: "n1", State: "PRIM", Readiness: "Ready",
+		Replication: &api.ReplicationStatus{Up: true, UpdatedAt: at, Role: "source", Peer: "n2", Mode: "async", Link: "in sync",
+			Connected: true, PeerUpToDate: true, InFlight: 40, InFlightBytes: 1 << 20, LagSeconds: 0.5, MaxLagSeconds: 5, DataLossPossible: true},
+	}, {
 		Module: "disk", Kind: "mirror", Node: "n1", State: "WAIT", Readiness: "NotReady",
 		Replication: &api.ReplicationStatus{Up: true, UpdatedAt: at, Role: "none", Mode: "sync", Link: "down",
 			NotReady: "must_exist file /srv/VERSION is missing"},
@@ -44,6 +48,8 @@ func TestPrintStatusReplication(t *testing.T) {
 		"files: replication async, target of n2, resync (connected, this node not up to date), 0 B/s\n",
 		"files: resync 4 (full) 43.9% (450.0 MiB of 1.0 GiB) at 30.0 MiB/s, ETA 19.2s\n",
 		"gone: replication daemon not answering at ",
+		"async: replication async, source to n2, in sync (connected, peer up to date), lag 500ms (40 ops, 1.0 MiB in flight) of max 5s, 0 B/s, sent 0 ops / 0 B\n",
+		"async: acknowledged writes not yet on n2 (async): a failover now would lose them\n",
 		"disk: replication sync, no role, down (not connected, peer not up to date), 0 B/s\n",
 		"disk: replicated directories not usable here: must_exist file /srv/VERSION is missing\n",
 	} {

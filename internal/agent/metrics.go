@@ -200,6 +200,7 @@ func replicationView(st *ctl.Status, err error, at time.Time) *api.ReplicationSt
 		JournalBytes: st.JournalBytes, JournalTrusted: st.Trusted,
 		DirtyPaths: st.Dirty.Paths, DirtyZones: st.Dirty.Zones, DirtyBytes: st.Dirty.Bytes,
 		LastError: st.LastError, NotReady: st.NotReady,
+		MaxLagSeconds: st.MaxLag.Seconds(), DataLossPossible: st.DataLossPossible,
 	}
 	if rs := st.Resync; rs != nil {
 		p := &api.ResyncProgress{

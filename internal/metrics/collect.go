@@ -25,6 +25,7 @@ type descs struct {
 	replDirtyBytes                                                                *prometheus.Desc
 	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA       *prometheus.Desc
 	resyncSent, writeLatency, syncLatency                                         *prometheus.Desc
+	maxLag, lossPossible                                                          *prometheus.Desc
 }
 
 func newDescs(cl prometheus.Labels) descs {
@@ -82,6 +83,8 @@ func newDescs(cl prometheus.Labels) descs {
 		resyncETA:    d("halo_replication_resync_eta_seconds", "Estimated time left of the running resync (0 when none runs).", mod...),
 		writeLatency: d("halo_replication_write_latency_seconds", "How long the application's operations waited for the replication stream (the peer's acknowledgement in sync and durable modes); since the source role began.", mod...),
 		syncLatency:  d("halo_replication_sync_latency_seconds", "How long fsync and O_SYNC writes waited for the peer's disk; since the source role began.", mod...),
+		maxLag:       d("halo_replication_max_lag_seconds", "Async mode's lag bound (absent in the other modes).", mod...),
+		lossPossible: d("halo_replication_data_loss_possible", "1 while operations acknowledged to applications are not on the peer yet (async): a failover now would lose them.", mod...),
 		resyncSent:   d("halo_replication_resync_sent_bytes", "Bytes the running or last resync sent over the network (data and protocol).", mod...),
 	}
 }
@@ -95,7 +98,7 @@ func (d descs) all() []*prometheus.Desc {
 		d.replInFlightBytes, d.replSubmitted, d.replApplied, d.replDurable, d.replRTT,
 		d.replJournalBytes, d.replJournalTrusted, d.replDirtyZones, d.replDirtyPaths, d.replDirtyBytes,
 		d.resyncState, d.resyncFull, d.resyncDone, d.resyncTotal, d.resyncRate, d.resyncETA, d.resyncSent,
-		d.writeLatency, d.syncLatency,
+		d.writeLatency, d.syncLatency, d.maxLag, d.lossPossible,
 	}
 }
 
@@ -227,6 +230,10 @@ func (c *collector) collectReplication(ch chan<- prometheus.Metric, module strin
 	if s.RTT > 0 {
 		gauge(ch, d.replRTT, s.RTT.Seconds(), module)
 	}
+	if s.MaxLag > 0 {
+		gauge(ch, d.maxLag, s.MaxLag.Seconds(), module)
+	}
+	gauge(ch, d.lossPossible, b2f(s.DataLossPossible), module)
 	histogram(ch, d.writeLatency, s.WriteLatency, module)
 	histogram(ch, d.syncLatency, s.SyncLatency, module)
 	gauge(ch, d.replJournalBytes, float64(s.JournalBytes), module)

@@ -225,7 +225,7 @@ func TestReplication(t *testing.T) {
 				JournalBytes: 4096, Trusted: true, Dirty: journal.Stats{Paths: 2, Zones: 5, Bytes: 5 << 16},
 			},
 			"tgt": {
-				Role: "target", Peer: "n1", Mode: "async", Link: "resync", NotReady: "must_exist file VERSION is missing",
+				Role: "target", Peer: "n1", Mode: "async", Link: "resync", MaxLag: 5 * time.Second, DataLossPossible: true, NotReady: "must_exist file VERSION is missing",
 				Resync: &ctl.ResyncStatus{ID: 7, Full: true, Done: 250, Total: 1000, BytesPerSec: 50, ETA: 15 * time.Second, Started: time.Now(), Sent: 300},
 			},
 		},
@@ -288,6 +288,13 @@ halo_replication_sync_latency_seconds_bucket{module="src",node="n1",le="0.01"} 3
 halo_replication_sync_latency_seconds_bucket{module="src",node="n1",le="+Inf"} 4
 halo_replication_sync_latency_seconds_sum{module="src",node="n1"} 1.5
 halo_replication_sync_latency_seconds_count{module="src",node="n1"} 4
+# HELP halo_replication_max_lag_seconds Async mode's lag bound (absent in the other modes).
+# TYPE halo_replication_max_lag_seconds gauge
+halo_replication_max_lag_seconds{module="tgt",node="n1"} 5
+# HELP halo_replication_data_loss_possible 1 while operations acknowledged to applications are not on the peer yet (async): a failover now would lose them.
+# TYPE halo_replication_data_loss_possible gauge
+halo_replication_data_loss_possible{module="src",node="n1"} 0
+halo_replication_data_loss_possible{module="tgt",node="n1"} 1
 # HELP halo_replication_journal_dirty_zones Dirty zones recorded for the next resync.
 # TYPE halo_replication_journal_dirty_zones gauge
 halo_replication_journal_dirty_zones{module="src",node="n1"} 5
@@ -312,6 +319,7 @@ halo_replication_resync_eta_seconds{module="tgt",node="n1"} 15
 		"halo_replication_lag_seconds", "halo_replication_sent_bytes_total", "halo_replication_sent_ops_total",
 		"halo_replication_acked_ops_total", "halo_replication_in_flight_bytes", "halo_replication_rtt_seconds",
 		"halo_replication_sync_latency_seconds", "halo_replication_write_latency_seconds",
+		"halo_replication_max_lag_seconds", "halo_replication_data_loss_possible",
 		"halo_replication_journal_dirty_zones", "halo_replication_resync_state", "halo_replication_resync_done_bytes",
 		"halo_replication_resync_total_bytes", "halo_replication_resync_eta_seconds"); err != nil {
 		t.Fatal(err)

@@ -71,6 +71,11 @@ type ReplicationStatus struct {
 	// Resync is the running resync, or the last one, on a target.
 	Resync    *ResyncProgress `json:"resync,omitempty"`
 	LastError string          `json:"last_error,omitempty"`
+	// MaxLagSeconds is async mode's lag bound (0 in the other modes);
+	// DataLossPossible: operations acknowledged to applications are not
+	// on the peer yet (async), so a failover now would lose them.
+	MaxLagSeconds    float64 `json:"max_lag_seconds,omitempty"`
+	DataLossPossible bool    `json:"data_loss_possible,omitempty"`
 	// NotReady says why the replicated directories cannot be used on
 	// this node now (a must_exist file missing, a role not held); the
 	// node neither serves nor becomes SECOND meanwhile.
