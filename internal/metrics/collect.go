@@ -19,13 +19,13 @@ type descs struct {
 	hbUp, hbAge, hbRTT, hbMissed, hbSent, hbSendErr, hbAccepted, hbDropped *prometheus.Desc
 
 	replUp, replReady, replMode, replRole, replConnected, replInSync, replStalled *prometheus.Desc
-	replInFlight, replLag, replRate, replOps, replBytes                           *prometheus.Desc
-	replInFlightBytes, replSubmitted, replApplied, replDurable, replRTT           *prometheus.Desc
-	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths          *prometheus.Desc
-	replDirtyBytes                                                                *prometheus.Desc
-	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA       *prometheus.Desc
-	resyncSent, writeLatency, syncLatency                                         *prometheus.Desc
-	maxLag, lossPossible                                                          *prometheus.Desc
+	replInFlight, replInFlightBytes, replLag, maxLag, lossPossible, replRTT       *prometheus.Desc
+	replRate, replOps, replBytes, replSubmitted, replApplied, replDurable         *prometheus.Desc
+	writeLatency, syncLatency                                                     *prometheus.Desc
+
+	replJournalBytes, replJournalTrusted, replDirtyZones, replDirtyPaths, replDirtyBytes *prometheus.Desc
+
+	resyncState, resyncFull, resyncDone, resyncTotal, resyncRate, resyncETA, resyncSent *prometheus.Desc
 }
 
 func newDescs(cl prometheus.Labels) descs {
