@@ -10,6 +10,25 @@
 //     time (states, heartbeats, replication), through a Backend. A daemon
 //     that does not answer within the scrape's budget costs its own
 //     series only: halo_replication_up is 0 for it and the scrape goes on.
+//
+// Every series carries the node label. The families, by prefix:
+//
+//   - halo_module_: state, readiness (one series per value, the current
+//     one 1), loop_count/loop_max, transitions_total{from,to},
+//     failovers_total (SECOND -> ALONE);
+//   - halo_checker_: status (per value), checks_total, failures_total;
+//   - halo_script_: duration_seconds (histogram), failures_total;
+//   - halo_heartbeat_{network,peer}: up, last_seen_seconds, rtt_seconds,
+//     missed_total, and the endpoint's frames_sent, send_errors,
+//     frames_accepted and frames_dropped{reason} totals;
+//   - halo_replication_: up, ready, mode, role, connected,
+//     peer_up_to_date, stalled, in_flight_ops/bytes, lag_seconds,
+//     max_lag_seconds, data_loss_possible, rtt_seconds,
+//     throughput_bytes_per_second, the per-stream totals sent_ops,
+//     sent_bytes, submitted_ops, acked_ops and durable_ops, write_latency_seconds and
+//     sync_latency_seconds (histograms), journal_bytes/trusted/dirty_*,
+//     and resync_state, full, done/total/sent bytes, bytes_per_second,
+//     eta_seconds.
 package metrics
 
 import (
