@@ -88,6 +88,13 @@ type Sender struct {
 	opsSent      uint64
 	bytesSent    uint64
 	framesSent   uint64
+	// Async mode: how fast the peer applies what is in flight (bytes per
+	// second, 0 until measured), from the bytes acknowledged since
+	// drainFrom (reset when the window was empty: idle time is not slow
+	// progress).
+	drainRate  float64
+	drainFrom  time.Time
+	drainBytes int64
 }
 
 // NewSender opens the stream on conn: it sends this node's Hello, checks
@@ -348,6 +355,9 @@ func (s *Sender) enqueue(ctx context.Context, p *pending) error {
 	p.seq = s.nextSeq
 	s.nextSeq++
 	p.at = time.Now()
+	if len(s.unsent)+len(s.unacked) == 0 {
+		s.drainFrom, s.drainBytes = p.at, 0
+	}
 	s.unsent = append(s.unsent, p)
 	s.windowBytes += int64(p.size)
 	s.mu.Unlock()
@@ -378,10 +388,43 @@ func (s *Sender) hasRoomLocked(n int) bool {
 	if ops >= s.opts.WindowOps || s.windowBytes+int64(n) > s.opts.WindowBytes {
 		return false
 	}
-	if s.opts.Mode == ModeAsync && time.Since(s.oldestLocked().at) > s.opts.MaxLag {
-		return false
+	if s.opts.Mode == ModeAsync {
+		if time.Since(s.oldestLocked().at) > s.opts.MaxLag {
+			return false
+		}
+		// The entry reaches the peer after everything queued before it:
+		// admit it only if that drains within MaxLag at the rate the peer
+		// applies, so that the lag stays bounded even when the application
+		// writes much faster than the link carries.
+		budget := int64(asyncInitialBudget)
+		if s.drainRate > 0 {
+			budget = int64(s.drainRate * s.opts.MaxLag.Seconds())
+		}
+		if s.windowBytes+int64(n) > budget {
+			return false
+		}
 	}
 	return true
+}
+
+// asyncInitialBudget bounds the bytes in flight in async mode until the
+// peer's apply rate is measured.
+const asyncInitialBudget = 1 << 20
+
+// measureDrainLocked updates the apply rate with n bytes acknowledged now.
+func (s *Sender) measureDrainLocked(n int64, now time.Time) {
+	s.drainBytes += n
+	el := now.Sub(s.drainFrom)
+	if el < 100*time.Millisecond {
+		return
+	}
+	r := float64(s.drainBytes) / el.Seconds()
+	if s.drainRate == 0 {
+		s.drainRate = r
+	} else {
+		s.drainRate = 0.7*s.drainRate + 0.3*r
+	}
+	s.drainFrom, s.drainBytes = now, 0
 }
 
 // oldestLocked is the oldest operation the peer has not applied.
@@ -606,13 +649,14 @@ func (s *Sender) ack(applied, durable uint64) error {
 	now := time.Now()
 	if applied > s.applied {
 		s.applied, s.appliedAt = applied, now
-		n := 0
+		n, released := 0, int64(0)
 		for _, p := range s.unacked {
 			if p.seq > applied {
 				break
 			}
 			n++
 			s.windowBytes -= int64(p.size)
+			released += int64(p.size)
 			switch {
 			case p.wait == waitApplied || (p.wait == waitDurable && p.seq <= durable):
 				settled = append(settled, p)
@@ -622,6 +666,9 @@ func (s *Sender) ack(applied, durable uint64) error {
 		}
 		clear(s.unacked[:n])
 		s.unacked = s.unacked[n:]
+		if s.opts.Mode == ModeAsync {
+			s.measureDrainLocked(released, now)
+		}
 		close(s.space)
 		s.space = make(chan struct{})
 	}
