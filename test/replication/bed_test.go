@@ -53,6 +53,8 @@ type clusterOpts struct {
 	// mustExist: the directory's must_exist files, created on both nodes
 	// before the agents start.
 	mustExist []string
+	// stall is the module's stall_timeout (default stallTimeout).
+	stall time.Duration
 }
 
 // newReplCluster deploys the mirror module with one replicated directory
@@ -86,6 +88,10 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
 	if mode == "" {
 		mode = "sync"
 	}
+	stall := o.stall
+	if stall == 0 {
+		stall = stallTimeout
+	}
 	for _, n := range c.Nodes() {
 		dir := filepath.Join(c.Dir, n.Name, "repl")
 		acks := filepath.Join(c.Dir, n.Name, "acks")
@@ -113,7 +119,7 @@ func newReplCluster(t *testing.T, o clusterOpts) *replCluster {
       exclude = ["*.tmp"]
 %s    }
   }
-`, mode, stallTimeout, o.extra, dir, mustExist)
+`, mode, stall, o.extra, dir, mustExist)
 		modFile := filepath.Join(n.ConfigDir, "modules", module, "module.hcl")
 		b, err := os.ReadFile(modFile)
 		if err != nil {
