@@ -65,8 +65,9 @@ sim:
 soak:
 	$(GO) test -count=1 ./core/sim -args -seeds=$(SEEDS)
 
+# demo: make demo, or make demo DEMO=postgresql for the PostgreSQL variant.
 demo: build
-	./scripts/demo.sh
+	DEMO=$(DEMO) ./scripts/demo.sh
 
 bench: build
 	./bench/run.sh

@@ -10,6 +10,8 @@
 #   3. a REAL light module: `halo agent` protecting a service on this
 #      machine, restarting it when it is killed, stopping it after max_loop.
 #
+# DEMO=postgresql runs the PostgreSQL variant instead (test/postgresql).
+#
 # Everything it creates is removed at the end, on Ctrl-C and on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,12 @@ BIN=${BIN:-$PWD/bin}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 [ -x "$BIN/halo" ] || make build BIN="$BIN"
+
+# make demo DEMO=postgresql: PostgreSQL under load, its primary crashed,
+# every acknowledged commit checked (test/postgresql, narrated).
+if [ "${DEMO:-}" = postgresql ]; then
+	exec env HALO_DEMO=1 HALO_BIN="$BIN" go test -count=1 -v -timeout 10m -run '^TestPostgreSQLDemo$' ./test/postgresql
+fi
 
 work=$(mktemp -d /tmp/halo-demo.XXXXXX)
 agent_pid=""
