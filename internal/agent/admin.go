@@ -446,7 +446,9 @@ func (a *Agent) UninstallModule(ctx context.Context, module string) (api.AdminRe
 	}
 	res.Text = fmt.Sprintf("module %s uninstalled from node %s", module, a.opts.Node)
 	if running {
-		res.Text += fmt.Sprintf(" (its state and event log stay in %s)", filepath.Join(a.opts.DataDir, module))
+		// Kept: a mirror's data generation must survive a reinstall, or
+		// the node could no longer tell whether its data is the newest.
+		res.Text += fmt.Sprintf(" (its state and event log stay in %s: installed again, it resumes from them, stopped)", filepath.Join(a.opts.DataDir, module))
 	}
 	a.logger.Info("module uninstalled", "module", module)
 	return res, nil

@@ -303,6 +303,19 @@ func TestBundles(t *testing.T) {
 	if _, err := n1.Client().Module(ctx, "solo"); !api.IsNotFound(err) {
 		t.Fatalf("solo still served: %v", err)
 	}
+	// Installed again, it resumes from its state, kept by the uninstall:
+	// stopped by the administrator. Started, it runs again: the first
+	// runner released its heartbeat port and plugin instances.
+	if text, code := localCLI(t, ctx, n1, "module", "install", soloFile); code != 0 {
+		t.Fatalf("reinstall solo: exit %d: %s", code, text)
+	}
+	if m := waitState(t, n1, "solo", "STOP"); !strings.Contains(m.Reason, "stopped by the administrator") {
+		t.Fatalf("reinstalled solo: %+v", m)
+	}
+	if text, code := localCLI(t, ctx, n1, "start", "solo"); code != 0 {
+		t.Fatalf("halo start solo: %d %s", code, text)
+	}
+	waitState(t, n1, "solo", "WAIT")
 
 	// An edit on node1's disk: reported, not applied.
 	file := filepath.Join(n1.ConfigDir, "modules", "extra", "module.hcl")
