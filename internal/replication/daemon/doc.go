@@ -51,6 +51,26 @@
 //     is never told a role (it has no peer), and whatever is written on a
 //     node that is not a target must be known to the next resync.
 //
+// # Readiness
+//
+// Status.NotReady says why the replicated directories cannot be used on
+// this node (a must_exist file missing: the data disk is not mounted; or
+// the role asked for could not be taken). The agent passes it to the
+// mirror machine (mirror.ReplReady), which then neither serves nor becomes
+// SECOND on this node and says why in WAIT; the peer takes over if it
+// can. The daemon takes the last role asked for again every few seconds
+// while it does not hold it, so a disk mounted later is picked up.
+//
+// # Async mode
+//
+// In async mode an operation is done as soon as the stream queued it
+// (package wire bounds what is queued to max_lag at the peer's apply
+// rate). A source checkpoint therefore first waits for a stream barrier:
+// the zones it forgets must be on the peer, or the incremental resync
+// after a failover would not know the old primary's unreplicated writes.
+// Status.DataLossPossible says when acknowledged writes are not on the
+// peer yet.
+//
 // # Control protocol
 //
 // JSON over the Unix socket (package ctl, which the agent and the CLI
