@@ -58,7 +58,7 @@ func mustWrite(t *testing.T, path string, data []byte) {
 
 // change modifies the tree in dir (through the serving node's mount) and
 // returns the bytes it changed: 64 zones of base.dat rewritten, 10 small
-// files rewritten, one new 1 MiB file.
+// files rewritten, one new 1 MiB file, and two hard links.
 func change(t *testing.T, dir string, round int) int64 {
 	t.Helper()
 	rng := mrand.New(mrand.NewPCG(uint64(round), 7))
@@ -88,7 +88,16 @@ func change(t *testing.T, dir string, round int) int64 {
 	}
 	nb := make([]byte, 1<<20)
 	_, _ = rand.Read(nb)
-	mustWrite(t, filepath.Join(dir, fmt.Sprintf("new-%d.dat", round)), nb)
+	newName := fmt.Sprintf("new-%d.dat", round)
+	mustWrite(t, filepath.Join(dir, newName), nb)
+	// Hard links, which carry no data: another name of the new file, and
+	// one of base.dat; the resync must make them links on the peer too
+	// (halo verify compares the link structure).
+	for from, to := range map[string]string{newName: fmt.Sprintf("link-%d", round), "base.dat": fmt.Sprintf("base-link-%d", round)} {
+		if err := os.Link(filepath.Join(dir, from), filepath.Join(dir, "small", to)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return n + int64(len(nb))
 }
 
