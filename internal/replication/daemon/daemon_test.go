@@ -165,8 +165,9 @@ func (p *pair) start(n string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	c := p.ctl[n] // the map changes as the next daemon starts
 	go func() {
-		_ = p.ctl[n].Subscribe(ctx, func(ev ctl.Event) {
+		_ = c.Subscribe(ctx, func(ev ctl.Event) {
 			p.mu.Lock()
 			p.evs[n] = append(p.evs[n], ev)
 			p.mu.Unlock()

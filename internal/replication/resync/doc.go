@@ -96,6 +96,10 @@
 // under that name only: the other names get it from the whole comparison
 // if their inode was noted, not otherwise (a name of a file written
 // through it and removed before the resync: a full resync repairs it).
+// Within a pass, a name is linked to its group's leader only if the
+// leader's contents were read (not gone from the source meanwhile):
+// otherwise the target object at the leader's path is not the source's
+// file, and the name is left stale for the next pass.
 //
 // # Writes during a resync: the rule
 //

@@ -92,6 +92,13 @@ func (s *source) markStale(p string) {
 	s.mu.Unlock()
 }
 
+// isStale tells whether the target's object at p is marked stale.
+func (s *source) isStale(p string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stale[p]
+}
+
 // renamedOnTarget follows a rename the target applied.
 func (s *source) renamedOnTarget(from, to string) {
 	s.mu.Lock()
@@ -474,6 +481,13 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 	// Phase 3 (home): hard links, then directory metadata deepest first.
 	b = s.newBatch(home, 0)
 	for _, l := range d.links {
+		if s.isStale(l.leader) {
+			// The leader was gone from the source when its contents were
+			// read: the target object at its path is not the source's
+			// file, and linking to it would give this name wrong data.
+			s.markStale(l.path)
+			continue
+		}
 		if err := b.add(op.Op{Kind: op.Link, Path: l.path, Target: l.leader}); err != nil {
 			return err
 		}

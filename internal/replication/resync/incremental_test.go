@@ -88,13 +88,6 @@ func TestIncrementalRefusesMapsOfAnotherBase(t *testing.T) {
 	t.Logf("refused: %v", r.tgtErr)
 }
 
-// writerLinks adds hard links to the writer's operations
-// (HALO_RESYNC_LINKS=1). Off by default: under this churn the trees still
-// end different in about one run in fifty (a content difference on a file
-// that had or shared links during the passes); hard links made between
-// passes are covered by TestIncrementalKeepsHardLinks.
-var writerLinks = os.Getenv("HALO_RESYNC_LINKS") == "1"
-
 // writer changes the source continuously: writes, appends, truncates,
 // creates, renames and deletes, through the journaled tree.
 type writer struct {
@@ -137,7 +130,7 @@ func (w *writer) step() error {
 		return w.j.WriteAt(f, off, pattern(1+w.rng.IntN(200000), byte(k)))
 	case k < 62 && len(w.files) > 0:
 		return w.j.Truncate(w.files[w.rng.IntN(len(w.files))], w.rng.Int64N(2<<20))
-	case k < 64 && len(w.files) > 0 && writerLinks:
+	case k < 64 && len(w.files) > 0:
 		// Another name of a file, elsewhere: written through either
 		// name from now on.
 		w.n++
