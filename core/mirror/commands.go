@@ -221,6 +221,14 @@ func (m *Machine) cmdPrim(c core.Command, cause string, refuse func(string, ...a
 		return
 	}
 	if why, _ := m.replBlocker(); why != "" {
+		if !m.replReported {
+			// The replication layer reports moments after the agent
+			// starts: the command waits for it (settle runs it again)
+			// rather than fail.
+			m.heldPrim = &c
+			m.logf("info", "%s held until the replication layer of %s has checked its directories", c.Kind, m.cfg.Node)
+			return
+		}
 		// Even primforce: the application would run on directories that
 		// are not captured (or not the data disk), unjournaled.
 		refuse("%s", why)

@@ -877,6 +877,7 @@ func (m *Machine) toWait(reason string, admin bool) {
 // stopModule stops the module on this node. stopped is persisted (no start
 // at boot); thenStart starts it again afterwards (stopstart).
 func (m *Machine) stopModule(cause, action string, stopped, force, thenStart bool) {
+	m.heldPrim = nil
 	from := m.state
 	args := []string{from.String(), "STOP", action}
 	var steps []step

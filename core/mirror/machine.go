@@ -110,6 +110,9 @@ type Machine struct {
 	// directories ("" = it can).
 	replReported bool
 	replProblem  string
+	// heldPrim: prim or primforce received before the replication layer
+	// first reported; run again once it did.
+	heldPrim *core.Command
 
 	// Elections between two nodes that see each other (see
 	// PeerStatus.Candidate): the highest term seen, this node's candidacy,
@@ -273,6 +276,12 @@ func (m *Machine) settle() {
 		if m.pending != nil {
 			c := *m.pending
 			m.pending = nil
+			m.onCommand(c)
+			continue
+		}
+		if m.heldPrim != nil && m.replReported {
+			c := *m.heldPrim
+			m.heldPrim = nil
 			m.onCommand(c)
 			continue
 		}
