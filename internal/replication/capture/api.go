@@ -109,6 +109,17 @@ type Journal interface {
 	Done(t Ticket, applied bool)
 }
 
+// NestedMarker is implemented by a Journal that holds new operations back
+// at times (a resync's final pass freezes the application until the
+// operations in flight are done). The capture layer marks the later steps
+// of one operation (a rename plan's steps after the first, what follows a
+// creation) with MarkNested: they belong to an operation already in
+// flight, so they must not wait for the freeze that waits for it. Mark is
+// otherwise the same.
+type NestedMarker interface {
+	MarkNested(o op.Op) (Ticket, error)
+}
+
 // Options configure Mount.
 type Options struct {
 	// Dir is the replicated directory, absolute. The filesystem is

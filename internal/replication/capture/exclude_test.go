@@ -87,11 +87,22 @@ func TestExcludes(t *testing.T) {
 	if n := len(m.rec.snapshot()); n != 4 { // mkdir cache, mkdir sub, create+write sub/y.log
 		t.Errorf("%d ops for 2 replicated creations, want 4: %+v", n, m.rec.snapshot())
 	}
+	nested := func() int { m.rec.mu.Lock(); defer m.rec.mu.Unlock(); return m.rec.nested }
+	if n := nested(); n != 0 {
+		t.Errorf("%d nested marks for operations of one step", n)
+	}
 
 	// Into the tree: a file, a whole subtree, a link, over an existing file.
 	must(t, os.Rename(p("tmp/a"), p("kept")))
 	makeSubtree(t, p("tmp/tree"), 20)
+	before := nested()
 	must(t, os.Rename(p("tmp/tree"), p("tree")))
+	// The subtree's creations after the first, and the data, xattrs and
+	// times that follow them, belong to the rename in flight: a resync's
+	// freeze must not hold them.
+	if nested() == before {
+		t.Error("a rename that materializes a subtree marked none of its later steps nested")
+	}
 	must(t, os.WriteFile(p("tmp/src"), pattern(700, 30), 0o600))
 	if err := os.Link(p("tmp/src"), p("linked")); !errors.Is(err, unix.EXDEV) {
 		t.Errorf("link from an excluded file: %v, want EXDEV", err)

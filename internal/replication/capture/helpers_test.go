@@ -32,6 +32,7 @@ type recorder struct {
 	ops      []op.Op // submitted, in order
 	syncs    []op.Op // Sync calls, in order
 	marks    int
+	nested   int             // MarkNested calls
 	done     map[Ticket]bool // ticket -> applied
 	next     Ticket
 	early    []string // changes already visible at Mark time
@@ -67,6 +68,19 @@ func (r *recorder) Mark(o op.Op) (Ticket, error) {
 	r.marks++
 	r.next++
 	return r.next, nil
+}
+
+// MarkNested is Mark for a later step of an operation in flight: one
+// must be (marked and not done).
+func (r *recorder) MarkNested(o op.Op) (Ticket, error) {
+	r.mu.Lock()
+	inFlight := r.marks > len(r.done)
+	r.nested++
+	r.mu.Unlock()
+	if !inFlight {
+		r.fail("nested mark of %s %s with no operation in flight", o.Kind, o.Path)
+	}
+	return r.Mark(o)
 }
 
 func (r *recorder) fail(format string, args ...any) {

@@ -211,7 +211,7 @@ func (f *FS) run(o *op.Op, repl bool, sync bool, apply func(o *op.Op) syscall.Er
 	if !repl {
 		return apply(o)
 	}
-	t, err := f.opts.Journal.Mark(*o)
+	t, err := f.mark(*o, false)
 	if err != nil {
 		f.log.Error("journal mark failed: operation refused", "op", o.Kind, "path", o.Path, "error", err)
 		return syscall.EIO
@@ -228,10 +228,20 @@ func (f *FS) run(o *op.Op, repl bool, sync bool, apply func(o *op.Op) syscall.Er
 	return 0
 }
 
+// mark marks o in the journal; nested says that o is a later step of an
+// operation in flight (see NestedMarker).
+func (f *FS) mark(o op.Op, nested bool) (Ticket, error) {
+	if nm, ok := f.opts.Journal.(NestedMarker); ok && nested {
+		return nm.MarkNested(o)
+	}
+	return f.opts.Journal.Mark(o)
+}
+
 // send submits an operation whose local effect is already on disk and
-// journaled (content reproduced for the peer), marking it first.
-func (f *FS) send(o op.Op) error {
-	t, err := f.opts.Journal.Mark(o)
+// journaled (content reproduced for the peer), marking it first; nested
+// when it belongs to an operation in flight.
+func (f *FS) send(o op.Op, nested bool) error {
+	t, err := f.mark(o, nested)
 	if err != nil {
 		f.log.Error("journal mark failed", "op", o.Kind, "path", o.Path, "error", err)
 		return err

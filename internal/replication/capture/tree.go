@@ -24,14 +24,20 @@ type step struct {
 }
 
 // runPlan marks the plan, makes the local change, then submits the plan.
-// An empty plan is a purely local change (excluded paths).
+// An empty plan is a purely local change (excluded paths). The plan is one
+// operation: its first marked step is in flight (not Done) until the whole
+// plan is submitted, and every later mark is nested in it.
 func (f *FS) runPlan(plan []step, local func() syscall.Errno) syscall.Errno {
 	tickets := make([]Ticket, len(plan))
+	first := -1
 	for i, s := range plan {
 		if s.o.Kind == 0 {
 			continue
 		}
-		t, err := f.opts.Journal.Mark(s.o)
+		t, err := f.mark(s.o, first >= 0)
+		if first < 0 {
+			first = i
+		}
 		if err != nil {
 			f.log.Error("journal mark failed: operation refused", "op", s.o.Kind, "path", s.o.Path, "error", err)
 			for j := range i {
@@ -52,12 +58,15 @@ func (f *FS) runPlan(plan []step, local func() syscall.Errno) syscall.Errno {
 				failed = f.submit(&s.o, false)
 			}
 			if failed == nil && s.src != "" {
-				failed = f.follow(s)
+				failed = f.follow(s, first >= 0)
 			}
 		}
-		if s.o.Kind != 0 {
+		if s.o.Kind != 0 && i != first {
 			f.opts.Journal.Done(tickets[i], errno == 0)
 		}
+	}
+	if first >= 0 {
+		f.opts.Journal.Done(tickets[first], errno == 0)
 	}
 	if errno != 0 {
 		return errno
@@ -259,15 +268,16 @@ func (f *FS) materialize(pre, dst, post string) ([]step, error) {
 }
 
 // follow sends what comes after a materialized object's creation: a
-// file's data, then extended attributes and times.
-func (f *FS) follow(s *step) error {
+// file's data, then extended attributes and times. nested: the plan's
+// operation is in flight (see runPlan).
+func (f *FS) follow(s *step, nested bool) error {
 	dst := s.o.Path
 	if s.o.Kind == op.Create {
-		if err := f.sendContent(s.src, dst); err != nil {
+		if err := f.sendContent(s.src, dst, nested); err != nil {
 			return err
 		}
 	}
-	if err := f.sendXattrs(s.src, dst); err != nil {
+	if err := f.sendXattrs(s.src, dst, nested); err != nil {
 		return err
 	}
 	st, _, err := statx(f.rootFd, s.src, unix.AT_SYMLINK_NOFOLLOW)
@@ -276,12 +286,12 @@ func (f *FS) follow(s *step) error {
 	}
 	o := f.newOp(op.Utimes, dst)
 	o.Atime, o.Mtime = nsec(st.Atim), nsec(st.Mtim)
-	return f.send(o)
+	return f.send(o, nested)
 }
 
 // sendContent sends the data of local file src as writes to dst, skipping
 // holes, and its size.
-func (f *FS) sendContent(src, dst string) error {
+func (f *FS) sendContent(src, dst string, nested bool) error {
 	fd, err := unix.Openat(f.rootFd, src, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
@@ -317,7 +327,7 @@ func (f *FS) sendContent(src, dst string) error {
 			}
 			o := f.newOp(op.Write, dst)
 			o.Off, o.Data, o.Mtime = off, buf[:n], nsec(st.Mtim)
-			if err := f.send(o); err != nil {
+			if err := f.send(o, nested); err != nil {
 				return err
 			}
 			off += int64(n)
@@ -330,12 +340,12 @@ func (f *FS) sendContent(src, dst string) error {
 	if end < st.Size {
 		o := f.newOp(op.Truncate, dst)
 		o.Size, o.Mtime = st.Size, nsec(st.Mtim)
-		return f.send(o)
+		return f.send(o, nested)
 	}
 	return nil
 }
 
-func (f *FS) sendXattrs(src, dst string) error {
+func (f *FS) sendXattrs(src, dst string, nested bool) error {
 	p := f.abs(src)
 	size, err := unix.Llistxattr(p, nil)
 	if err != nil || size == 0 {
@@ -359,7 +369,7 @@ func (f *FS) sendXattrs(src, dst string) error {
 		}
 		o := f.newOp(op.Setxattr, dst)
 		o.Name, o.Data = name, val[:n]
-		if err := f.send(o); err != nil {
+		if err := f.send(o, nested); err != nil {
 			return err
 		}
 	}

@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"runtime"
-	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -50,8 +47,6 @@ type marked struct {
 	intent  uint64
 	trackID uint64           // intent in the tracking map
 	track   *journal.ZoneMap // the tracking map it was marked in
-	// gid is the goroutine that marked it (see Mark).
-	gid uint64
 }
 
 func newTracker(js []*Journal) *tracker {
@@ -71,7 +66,10 @@ type OpJournal struct {
 	dir int
 }
 
-var _ capture.Journal = OpJournal{}
+var (
+	_ capture.Journal      = OpJournal{}
+	_ capture.NestedMarker = OpJournal{}
+)
 
 // mapPath converts an operation path ("." is the directory itself) to the
 // map's ("" is the directory itself).
@@ -133,20 +131,20 @@ func begin(m *journal.ZoneMap, o journal.Op) (journal.Record, uint64, error) {
 // Mark records o before it changes the tree and returns once the record
 // is durable. While the tracker is frozen (the final pass of a resync),
 // it waits.
-func (j OpJournal) Mark(o op.Op) (capture.Ticket, error) {
+func (j OpJournal) Mark(o op.Op) (capture.Ticket, error) { return j.mark(o, false) }
+
+// MarkNested is Mark for a later step of an operation in flight
+// (capture.NestedMarker): the capture layer marks every step of a
+// rename's plan (and what follows a creation) before it finishes any, so
+// holding those back would deadlock the freeze that waits for them.
+func (j OpJournal) MarkNested(o op.Op) (capture.Ticket, error) { return j.mark(o, true) }
+
+func (j OpJournal) mark(o op.Op, nested bool) (capture.Ticket, error) {
 	t := j.t
-	e := &marked{dir: j.dir, o: o, n: int64(len(o.Data)), gid: goroutineID()}
+	e := &marked{dir: j.dir, o: o, n: int64(len(o.Data))}
 	e.o.Data = nil
 	t.mu.Lock()
-	// A freeze holds new operations back, but not the later marks of an
-	// operation already in flight: the capture layer marks every step of
-	// a rename's plan (and what follows a creation) before it finishes
-	// any, so blocking those would deadlock the freeze that waits for
-	// them. The capture layer serves each request on one goroutine, which
-	// is how a mark is known to belong to an operation in flight.
-	// TODO(capture): a gate at operation entry in the capture layer would
-	// say this without the goroutine identity.
-	for t.frozen > 0 && !t.nestedLocked(e.gid) {
+	for t.frozen > 0 && !nested {
 		t.cond.Wait()
 	}
 	t.next++
@@ -175,38 +173,6 @@ func (j OpJournal) Mark(o op.Op) (capture.Ticket, error) {
 		return 0, err
 	}
 	return capture.Ticket(ticket), nil
-}
-
-// nestedLocked reports whether goroutine gid has an operation in flight.
-func (t *tracker) nestedLocked(gid uint64) bool {
-	if gid == 0 {
-		return false
-	}
-	for _, e := range t.inflight {
-		if e.gid == gid {
-			return true
-		}
-	}
-	return false
-}
-
-// goroutineID returns the calling goroutine's id (0 if it cannot be
-// read), from the first line of its stack: "goroutine 123 [running]:".
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b, ok := bytes.CutPrefix(b, []byte("goroutine "))
-	if !ok {
-		return 0
-	}
-	if i := bytes.IndexByte(b, ' '); i > 0 {
-		b = b[:i]
-	}
-	id, err := strconv.ParseUint(string(b), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return id
 }
 
 // Done records a structural operation's outcome (not waited for: a lost

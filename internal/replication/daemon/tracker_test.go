@@ -37,8 +37,8 @@ func TestFreezeLetsOperationsInFlightFinish(t *testing.T) {
 		t.Fatal("freeze returned with an operation in flight")
 	default:
 	}
-	// The same goroutine's next step of the operation is not held.
-	t2, err := jn.Mark(op.Op{Kind: op.Write, Path: "a", Data: []byte("x")})
+	// The operation's next step (marked nested) is not held.
+	t2, err := jn.MarkNested(op.Op{Kind: op.Write, Path: "a", Data: []byte("x")})
 	if err != nil {
 		t.Fatal(err)
 	}
