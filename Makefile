@@ -82,7 +82,7 @@ bench-fs:
 # side by side in one run (root, PostgreSQL 15; a few minutes).
 .PHONY: bench-pgbench
 bench-pgbench: build
-	HALO_BENCH=1 HALO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m -run TestPgbenchReplicatedVsPlain ./test/postgresql
+	./bench/run.sh pgbench
 
 clean:
 	rm -rf $(BIN)

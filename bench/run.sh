@@ -42,7 +42,15 @@ bench_fs() {
 	"$out/fsbench" -dir "${FSBENCH_DIR:-/var/tmp/halo-fsbench}" ${FSBENCH_FLAGS:-} | tee "$out/fs.txt"
 }
 
-benchmarks=(failover fs)
+# pgbench TPS on a plain directory, the capture mount without a peer and
+# replicated in sync mode to a peer in another namespace (test/postgresql,
+# PostgreSQL 15 needed).
+bench_pgbench() {
+	HALO_BENCH=1 HALO_BIN="$PWD/bin" go test -count=1 -v -timeout 30m -run TestPgbenchReplicatedVsPlain ./test/postgresql |
+		tee "$out/pgbench.log" | grep -v -E '^(=== |--- |PASS|ok )' | tee "$out/pgbench.txt"
+}
+
+benchmarks=(failover fs pgbench)
 
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${benchmarks[@]}")
