@@ -484,38 +484,29 @@ func short(sum string) string {
 }
 
 func newModuleUninstallCmd() *cobra.Command {
-	var cf clientFlags
-	cmd := &cobra.Command{
-		Use:   "uninstall <module>",
-		Short: "Remove a module from this node (it must be stopped here first)",
-		Args:  exactArgs(1, "<module>"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := cf.ctx()
-			defer cancel()
-			res, err := cf.client().UninstallModule(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			printAdminResult(cmd.OutOrStdout(), res)
-			return nil
-		},
-	}
-	cf.register(cmd)
-	return cmd
+	return moduleAdminCmd("uninstall <module>", "Remove a module from this node (it must be stopped here first)",
+		(*api.Client).UninstallModule)
 }
 
 func flagUsageError(cmd *cobra.Command, err error) error { return usageError(cmd, err.Error()) }
 
 func newReloadCmd() *cobra.Command {
+	return moduleAdminCmd("reload <module>", "Apply a module's edited files: live-changeable settings are applied, others refused with the reason",
+		(*api.Client).Reload)
+}
+
+// moduleAdminCmd is a command that asks the local agent one thing about
+// one module and prints the agent's account of what it did.
+func moduleAdminCmd(use, short string, call func(*api.Client, context.Context, string) (api.AdminResult, error)) *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "reload <module>",
-		Short: "Apply a module's edited files: live-changeable settings are applied, others refused with the reason",
+		Use:   use,
+		Short: short,
 		Args:  exactArgs(1, "<module>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := cf.ctx()
 			defer cancel()
-			res, err := cf.client().Reload(ctx, args[0])
+			res, err := call(cf.client(), ctx, args[0])
 			if err != nil {
 				return err
 			}
