@@ -1005,16 +1005,7 @@ func (s *source) runPlan(p *journal.Plan) error {
 		return err
 	}
 	b := s.newBatch(c0, batchTolerateMissing)
-	for _, dir := range dirs {
-		var st unix.Stat_t
-		if statBeneath(s.rootFD, dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		if err := b.add(op.Op{Kind: op.Utimes, Path: opPath(dir), Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}); err != nil {
-			return err
-		}
-	}
-	if err := b.send(true); err != nil {
+	if err := s.sendDirTimes(b, dirs); err != nil {
 		return err
 	}
 	return c0.barrier()
@@ -1325,4 +1316,23 @@ func (s *source) estimate() (Result, error) {
 	}
 	res.Estimate = est
 	return res, nil
+}
+
+// sendDirTimes sends the times of dirs as they are on the source and
+// flushes the batch: creating or linking entries in a directory changed
+// its times on the target after its own item had set them.
+func (s *source) sendDirTimes(b *batch, dirs []string) error {
+	for _, dir := range dirs {
+		var st unix.Stat_t
+		if statBeneath(s.rootFD, dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		if err := b.add(op.Op{Kind: op.Utimes, Path: opPath(dir), Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}); err != nil {
+			return err
+		}
+	}
+	if err := b.send(true); err != nil {
+		return err
+	}
+	return nil
 }

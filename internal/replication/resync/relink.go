@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/halo-ha/halo/core/journal"
 	"github.com/halo-ha/halo/internal/replication/op"
 )
@@ -179,16 +177,7 @@ func (s *source) joinNames(c *clientConn, names []string) error {
 	}
 	// The links changed their directories' times, which their items
 	// had set already.
-	for _, dir := range dirs {
-		var st unix.Stat_t
-		if statBeneath(s.rootFD, dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		if err := b.add(op.Op{Kind: op.Utimes, Path: opPath(dir), Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}); err != nil {
-			return err
-		}
-	}
-	if err := b.send(true); err != nil {
+	if err := s.sendDirTimes(b, dirs); err != nil {
 		return err
 	}
 	return c.barrier()
