@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/halo-ha/halo/internal/replication/daemon/ctl"
 	"github.com/halo-ha/halo/sdk/api"
 	"github.com/halo-ha/halo/test/harness"
 	"github.com/halo-ha/halo/test/mirror/mirrorbed"
@@ -361,6 +362,83 @@ func (rc *replCluster) daemonPID(n *mirrorbed.Node) int {
 	return pid
 }
 
+// stopDaemon freezes node n's replication daemon with SIGSTOP and returns
+// once every thread of it is stopped, with the function that resumes it.
+// kill(2) only queues the signal: the threads stop when they are next
+// scheduled, and on a loaded machine a daemon can answer a request it
+// receives after kill returned. The daemon answering on the control
+// socket must be the one repl.pid names, else freezing it proves nothing.
+func (rc *replCluster) stopDaemon(n *mirrorbed.Node) (resume func()) {
+	t := rc.t
+	t.Helper()
+	pid := rc.daemonPID(n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	resp, err := (ctl.Client{Socket: ctl.SocketPath(n.DataDir, module)}).Call(ctx, ctl.Request{Op: ctl.OpHello})
+	cancel()
+	if err != nil {
+		t.Fatalf("%s: hello to the replication daemon: %v", n.Name, err)
+	}
+	if resp.Hello == nil || resp.Hello.PID != pid {
+		t.Fatalf("%s: repl.pid names pid %d, the control socket is served by %+v", n.Name, pid, resp.Hello)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("%s: stop the replication daemon (pid %d): %v", n.Name, pid, err)
+	}
+	resumed := false
+	resume = func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	for {
+		running, err := runningThreads(pid)
+		if err != nil {
+			resume()
+			t.Fatalf("%s: replication daemon (pid %d): %v", n.Name, pid, err)
+		}
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			resume()
+			t.Fatalf("%s: %d threads of the replication daemon (pid %d) still run 10s after SIGSTOP", n.Name, running, pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("%s: replication daemon (pid %d) stopped %v after SIGSTOP", n.Name, pid, time.Since(start))
+	return resume
+}
+
+// runningThreads counts the threads of process pid not in a stopped
+// state (T: stopped by a signal, t: traced).
+func runningThreads(pid int) (int, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("list threads: %w", err)
+	}
+	running := 0
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself hold spaces or parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return 0, fmt.Errorf("unexpected %s/%s/stat: %q", dir, task.Name(), b)
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			running++
+		}
+	}
+	return running, nil
+}
+
 // resource returns a resource of the module on n ("" if absent).
 func resource(t *testing.T, n *mirrorbed.Node, name string) api.Resource {
 	t.Helper()
@@ -373,19 +451,44 @@ func resource(t *testing.T, n *mirrorbed.Node, name string) api.Resource {
 
 // waitClean waits until n's journal holds nothing (a checkpoint emptied
 // it): an incremental resync measured from then on sends only what the
-// test changes.
+// test changes. Only a status the agent got from the daemon after the call
+// counts: the agent refreshes it every second, and one taken before the
+// test's last writes says clean while their zones are still journaled
+// (until the next checkpoint, every few seconds), and a resync then sends
+// them again.
 func waitClean(t *testing.T, n *mirrorbed.Node) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	var last string
-	for time.Now().Before(deadline) {
-		last = resource(t, n, "replication.journal").Value
-		if strings.HasPrefix(last, "0 dirty zones, 0 paths") {
+	since := time.Now()
+	deadline := since.Add(waitLong)
+	var last, first string
+	for readings := 1; time.Now().Before(deadline); readings++ {
+		m, err := n.Status(ctxFor(t, 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := m.Replication
+		switch {
+		case r == nil:
+			last = "no replication status"
+		case !r.Up:
+			last = "daemon down: " + r.Error
+		case r.UpdatedAt.Before(since):
+			last = fmt.Sprintf("%d dirty zones, %d paths in a status of %v before the call", r.DirtyZones, r.DirtyPaths, since.Sub(r.UpdatedAt).Round(time.Millisecond))
+		case r.DirtyZones == 0 && r.DirtyPaths == 0:
+			if first == "" {
+				first = "clean"
+			}
+			t.Logf("%s: journal clean after %v, %d readings (first: %s)", n.Name, time.Since(since).Round(time.Millisecond), readings, first)
 			return
+		default:
+			last = fmt.Sprintf("%d dirty zones, %d paths", r.DirtyZones, r.DirtyPaths)
+		}
+		if first == "" {
+			first = last
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("%s: journal never emptied (last %q)", n.Name, last)
+	t.Fatalf("%s: journal never emptied (last %s)", n.Name, last)
 }
 
 var resyncDoneRE = regexp.MustCompile(`resync (\d+) from \S+ \((\w+)\) done: (\d+) objects changed, (\d+) data bytes, (\d+) bytes on the network`)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,17 +169,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	// A stopped daemon (the target's: the primary, writing nothing, only
 	// sees its peer stall) is reported down within the scrape budget,
 	// and the rest of the scrape is served.
-	pid := rc.daemonPID(n2)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
+	resume := rc.stopDaemon(n2)
 	defer resume()
 	start := time.Now()
 	stopped := scrapeAPI(t, n2)
