@@ -168,6 +168,10 @@ func TestIncrementalResyncVolume(t *testing.T) {
 		// The node that goes away may be killed: read where its event
 		// log is now.
 		seqs := map[string]uint64{prim.Name: lastSeq(t, prim), second.Name: lastSeq(t, second)}
+		// What the resync will be planned from besides the change: both
+		// journals should be empty.
+		t.Logf("%s: before the fault: %s; %s", sc.name, journalState(t, prim), journalState(t, second))
+		began := time.Now()
 		serving, away := sc.away()
 		changed := change(t, rc.dirs[serving.Name], i)
 		seq := seqs[away.Name]
@@ -186,12 +190,47 @@ func TestIncrementalResyncVolume(t *testing.T) {
 			t.Errorf("%s: resync was %s, want incremental", sc.name, r.kind)
 		}
 		if r.network > limit {
-			t.Errorf("%s: resync sent %d bytes for %d changed (limit %d)", sc.name, r.network, changed, limit)
+			t.Errorf("%s: resync sent %d bytes for %d changed (limit %d); the daemons' resync lines:\n%s\n%s", sc.name, r.network, changed, limit,
+				resyncLines(t, serving, began), resyncLines(t, away, began))
 		}
 		prim, second = serving, away
 		waitClean(t, prim)
 		waitClean(t, second)
 	}
+}
+
+// journalState is node n's journal as its daemon reports it now.
+func journalState(t *testing.T, n *mirrorbed.Node) string {
+	t.Helper()
+	m, err := n.Status(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.Replication
+	if r == nil || !r.Up {
+		return n.Name + " journal unknown"
+	}
+	return fmt.Sprintf("%s journal %d dirty zones, %d paths, %d bytes (status of %v ago)", n.Name, r.DirtyZones, r.DirtyPaths, r.DirtyBytes, time.Since(r.UpdatedAt).Round(time.Millisecond))
+}
+
+// resyncLines returns the lines of n's replication daemon log about
+// resyncs and the stream, logged since since.
+func resyncLines(t *testing.T, n *mirrorbed.Node, since time.Time) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.DataDir, module, "repl.log"))
+	if err != nil {
+		return fmt.Sprintf("%s: %v", n.Name, err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		stamp, _, _ := strings.Cut(l, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || at.Before(since) || !(strings.Contains(l, "resync") || strings.Contains(l, "stream")) {
+			continue
+		}
+		out = append(out, "  "+n.Name+": "+l)
+	}
+	return strings.Join(out, "\n")
 }
 
 // checkToolsSeeChange: halo verify lists the differences and exits 1,
