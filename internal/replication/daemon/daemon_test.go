@@ -309,6 +309,16 @@ func TestDaemonSourceTargetResyncLiveVerify(t *testing.T) {
 	if s := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; s.Dirty.Paths == 0 {
 		t.Fatalf("n1's journal does not hold the write made alone: %+v", s.Dirty)
 	}
+	// Both journals start at the first resync's generation: the estimate
+	// plans the incremental resync that follows, from the journals, rather
+	// than comparing both trees block by block.
+	inc := p.call("n1", ctl.Request{Op: ctl.OpDiff}).Diff
+	if inc.Full || !strings.HasPrefix(inc.Reason, "incremental") || inc.Bytes < int64(len("written alone\n")) {
+		t.Fatalf("diff before the incremental resync: %+v, want an incremental estimate covering alone.txt", inc)
+	}
+	if s := p.call("n1", ctl.Request{Op: ctl.OpStatus}).Status; s.Dirty.Paths == 0 {
+		t.Fatalf("diff emptied n1's journal: %+v", s.Dirty)
+	}
 	// Incremental resync since the checkpoint of the first resync.
 	p.resync(2, 0x2222, false, 0x1111)
 	if got, err := os.ReadFile(filepath.Join(p.dirs["n2"], "alone.txt")); err != nil || string(got) != "written alone\n" {
@@ -319,6 +329,9 @@ func TestDaemonSourceTargetResyncLiveVerify(t *testing.T) {
 		t.Fatalf("n2's last resync: %+v", st2.Resync)
 	}
 	t.Logf("incremental resync: %+v", *st2.Resync)
+	if inc.Bytes > st2.Resync.Sent {
+		t.Errorf("diff estimated %d bytes; the incremental resync sent %d on the network", inc.Bytes, st2.Resync.Sent)
+	}
 	v = p.call("n1", ctl.Request{Op: ctl.OpVerify}).Verify
 	if len(v.Differences) != 0 {
 		t.Fatalf("verify after the incremental resync: %v", v.Differences)

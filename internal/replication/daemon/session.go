@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -203,8 +204,9 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		if rate <= 0 {
 			rate = diffRate
 		}
+		m, _ := d.estimateTargetMap(dir)
 		_, err := resync.RunTarget(ctx, lingering(conns), resync.TargetConfig{Root: d.localRoot(dir), DirIndex: h.dir, Excludes: d.repl.Dirs[dir].Exclude,
-			Request: resync.Request{Kind: resync.RequestEstimate, Rate: rate}})
+			Request: resync.Request{Kind: resync.RequestEstimate, Rate: rate, Map: m}})
 		if err != nil {
 			d.logger.Warn("estimate for the peer failed", "error", err)
 		}
@@ -224,6 +226,9 @@ func (d *Daemon) runSourceSession(ctx context.Context, h sessionHeader, conns []
 		cfg.Root = tgt.underPath(dir)
 	default:
 		cfg.Root = d.repl.Dirs[dir].Path
+	}
+	if h.purpose == purposeEstimate {
+		cfg.Map = d.estimateSourceMap(dir)
 	}
 	res, err := resync.RunSource(ctx, conns, cfg)
 	if h.purpose != purposeResync {
@@ -783,8 +788,12 @@ func (d *Daemon) readOnlySession(ctx context.Context, purpose byte, req resync.R
 		if purpose == purposeEstimateFrom {
 			// This node is the source of the resync estimated: it runs the
 			// session's source end, the peer its target end.
-			res, err = resync.RunSource(ctx, conns, resync.SourceConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Options: d.resyncOptions(nil)})
+			res, err = resync.RunSource(ctx, conns, resync.SourceConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Options: d.resyncOptions(nil),
+				Map: d.estimateSourceMap(i)})
 		} else {
+			if req.Kind == resync.RequestEstimate {
+				req.Map, _ = d.estimateTargetMap(i)
+			}
 			res, err = resync.RunTarget(ctx, lingering(conns), resync.TargetConfig{Root: d.localRoot(i), DirIndex: uint16(i), Excludes: d.repl.Dirs[i].Exclude, Request: req})
 		}
 
@@ -885,11 +894,72 @@ func (d *Daemon) diff(ctx context.Context) (*ctl.DiffReport, error) {
 			rep.Estimate += e.Duration
 		}
 	}
-	var dirty int64
-	for _, j := range d.journals {
-		s, _ := j.Stats()
-		dirty += s.Bytes
+	// The resync is full when any directory's is (startResync decides
+	// for all of them at once).
+	rep.Full = false
+	var reasons []string
+	for i, r := range res {
+		e := r.Estimate
+		if e == nil {
+			continue
+		}
+		why := e.Reason
+		if e.Full {
+			rep.Full = true
+			if target {
+				// This node knows better than the source why it offered no map.
+				if _, local := d.estimateTargetMap(i); local != "" {
+					why = "full resync: " + local
+				}
+			}
+			why += "; estimated by a block comparison of both trees (dry run)"
+		}
+		if len(res) > 1 {
+			why = d.repl.Dirs[i].Path + ": " + why
+		}
+		reasons = append(reasons, why)
 	}
-	rep.Reason = fmt.Sprintf("block comparison of both trees (dry run); this node's journal holds %d dirty bytes since the last checkpoint", dirty)
+	reasons = append(reasons, "the agent resyncs in full whatever this says after a split brain, with unrelated histories, or when asked to (--fullsync)")
+	rep.Reason = strings.Join(reasons, "\n")
 	return rep, nil
+}
+
+// estimateTargetMap is the journal map directory i's resync would send
+// if this node became the target now, or nil and why a resync would be
+// full (startResync's checks; the common generation is the map's base).
+func (d *Daemon) estimateTargetMap(i int) (*journal.ZoneMap, string) {
+	d.mu.Lock()
+	t := d.tgt
+	d.mu.Unlock()
+	if t != nil {
+		t.mu.Lock()
+		force := t.forceFull
+		running := t.resync != nil && t.resync.full
+		t.mu.Unlock()
+		switch {
+		case running:
+			return nil, "a full resync is running"
+		case force:
+			return nil, "the last incremental resync failed: the next one is full"
+		}
+	}
+	j := d.journals[i]
+	if !j.Trusted() {
+		return nil, "this node's journal of " + d.repl.Dirs[i].Path + " is not trusted (damaged or lost)"
+	}
+	m := j.Snapshot()
+	if m.Base() == 0 {
+		return nil, "this node's journal has no checkpoint (never in sync)"
+	}
+	return m, ""
+}
+
+// estimateSourceMap returns the source end's journal map of directory i
+// for an estimate, nil when the journal is not trusted.
+func (d *Daemon) estimateSourceMap(i int) func() (*journal.ZoneMap, error) {
+	j := d.journals[i]
+	if !j.Trusted() {
+		return nil
+	}
+	return func() (*journal.ZoneMap, error) { return j.Snapshot(), nil }
 }

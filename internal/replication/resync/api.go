@@ -129,6 +129,9 @@ type Estimate struct {
 	Hashed int64
 	// Duration at the rate given (0 when no rate).
 	Duration time.Duration
+	// Reason says which resync is estimated and why: an incremental one
+	// from both journals, or a full one because they cannot be used.
+	Reason string
 }
 
 // Conn is one connection of a session (a net.Conn, usually TLS). A
@@ -218,7 +221,7 @@ const (
 	RequestFull        RequestKind = iota + 1 // full resync
 	RequestIncremental                        // from both zone maps
 	RequestVerify                             // read-only: the source lists both trees and compares
-	RequestEstimate                           // read-only: a dry-run full resync
+	RequestEstimate                           // read-only: what an incremental (both maps) or full resync would send
 )
 
 // SourceConfig configures the source end of a session.

@@ -61,6 +61,15 @@ func TestIncrementalSendsOnlyPlannedRanges(t *testing.T) {
 	if plan.Bytes != want-5000 {
 		t.Fatalf("plan of %d bytes, want %d (%+v)", plan.Bytes, want-5000, plan.Items)
 	}
+	// The estimate (a dry run of the same plan) predicts it, renames and
+	// all, and changes nothing.
+	est := runSession(context.Background(), t, 1,
+		SourceConfig{Root: src, Map: func() (*journal.ZoneMap, error) { return js.Snapshot(), nil }},
+		TargetConfig{Root: tgt, Request: Request{Kind: RequestEstimate, Map: jt.Snapshot()}})
+	est.check(t)
+	if e := est.tgt.Estimate; e == nil || e.Full || e.Bytes != want {
+		t.Errorf("estimate %+v, want an incremental one of %d bytes", e, want)
+	}
 	a := newApplier(t, tgt)
 	r := runSession(context.Background(), t, 2,
 		SourceConfig{Root: src, Map: func() (*journal.ZoneMap, error) { return js.Snapshot(), nil }},
@@ -281,3 +290,69 @@ func concurrentResync(t *testing.T, full bool) {
 func TestConcurrentWriterIncremental(t *testing.T) { concurrentResync(t, false) }
 
 func TestConcurrentWriterFull(t *testing.T) { concurrentResync(t, true) }
+
+// An estimate given both journals plans like the incremental resync it
+// predicts (same bytes, same objects) and changes nothing; without a
+// usable map it falls back to a full dry run and says why.
+func TestEstimateUsesTheIncrementalPlan(t *testing.T) {
+	src, tgt := sameBase(t, 12, 1<<20)
+	js, jt := newJournaledTree(t, src, baseGen), newJournaledTree(t, tgt, baseGen)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(js.WriteAt("d0/f0", 200000, []byte("ten bytes!")))
+	must(js.WriteAt("d1/f1", 0, pattern(70000, 7)))
+	must(js.Create("d0/new", pattern(3000, 8)))
+	must(js.Remove("d0/f3"))
+	must(jt.WriteAt("d2/f5", 5<<16, pattern(100, 10)))
+	srcMap := func() (*journal.ZoneMap, error) { return js.Snapshot(), nil }
+	before := diffRoots(t, src, tgt)
+
+	est := runSession(context.Background(), t, 1, SourceConfig{Root: src, Map: srcMap},
+		TargetConfig{Root: tgt, Request: Request{Kind: RequestEstimate, Rate: 1 << 20, Map: jt.Snapshot()}})
+	est.check(t)
+	e := est.tgt.Estimate
+	if e == nil || e.Full {
+		t.Fatalf("estimate with both journals: %+v, want an incremental one", e)
+	}
+	if !strings.Contains(e.Reason, "incremental") {
+		t.Errorf("incremental estimate's reason: %q", e.Reason)
+	}
+	if after := diffRoots(t, src, tgt); len(after) != len(before) {
+		t.Fatalf("the estimate changed the target: %d differences, %d before", len(after), len(before))
+	}
+	// Without the target's map the source cannot plan: a full dry run.
+	full := runSession(context.Background(), t, 1, SourceConfig{Root: src, Map: srcMap},
+		TargetConfig{Root: tgt, Request: Request{Kind: RequestEstimate, Rate: 1 << 20}})
+	full.check(t)
+	if f := full.tgt.Estimate; f == nil || !f.Full || !strings.Contains(f.Reason, "no journal map") {
+		t.Errorf("estimate without the target's map: %+v, want a full one saying why", f)
+	} else {
+		t.Logf("full estimate of the same trees: %+v", *f)
+	}
+
+	r := runSession(context.Background(), t, 1, SourceConfig{Root: src, Map: srcMap},
+		TargetConfig{Root: tgt, Apply: newApplier(t, tgt), Request: Request{Kind: RequestIncremental, Since: baseGen, Map: jt.Snapshot()}})
+	r.check(t)
+	assertSame(t, src, tgt)
+	if e.Bytes != r.src.DataBytes || e.Deletes != r.src.Deleted {
+		t.Errorf("estimate %+v; the incremental resync sent %d data bytes, deleted %d", *e, r.src.DataBytes, r.src.Deleted)
+	}
+	if want := time.Duration(float64(e.Bytes) / float64(1<<20) * float64(time.Second)); e.Duration != want {
+		t.Errorf("estimated duration %v, want %v", e.Duration, want)
+	}
+	t.Logf("estimate %+v; resync sent %d data bytes, %d on the wire", *e, r.src.DataBytes, r.src.SentBytes)
+
+	// Journals of different bases: the resync would be full, so is the estimate.
+	src2, tgt2 := sameBase(t, 2, 1000)
+	js2, jt2 := newJournaledTree(t, src2, baseGen), newJournaledTree(t, tgt2, baseGen+1)
+	mis := runSession(context.Background(), t, 1, SourceConfig{Root: src2, Map: func() (*journal.ZoneMap, error) { return js2.Snapshot(), nil }},
+		TargetConfig{Root: tgt2, Request: Request{Kind: RequestEstimate, Map: jt2.Snapshot()}})
+	mis.check(t)
+	if m := mis.tgt.Estimate; m == nil || !m.Full || !strings.Contains(m.Reason, "same generation") {
+		t.Errorf("estimate from journals of different bases: %+v, want a full one saying why", m)
+	}
+}
