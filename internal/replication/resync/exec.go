@@ -1345,14 +1345,32 @@ func (s *source) estimate() (Result, error) {
 func (s *source) estimatePlan(p *journal.Plan) (Estimate, error) {
 	s.dryRun = true
 	e := Estimate{Deletes: int64(len(p.Delete)), Files: int64(len(p.Delete) + len(p.Unstage))}
+	updated := map[string]bool{}
 	for _, it := range p.Items {
 		if it.Kind == journal.ItemUpdate {
 			e.Files++
 			e.Bytes += it.Bytes()
+			updated[it.Path] = true
 			continue
 		}
 		if err := s.syncTree(it.Path, it.Except, s.conns[0]); err != nil {
 			return e, fmt.Errorf("compare %q for the estimate: %w", it.Path, err)
+		}
+	}
+	// Hard-linked files the whole items left to relink: compare each
+	// inode's contents once, unless an update item already counted its
+	// changes (the dry run did not apply them, so comparing again would
+	// count them twice).
+	sets, err := s.linkedNames()
+	if err != nil {
+		return e, err
+	}
+	for _, ns := range sets {
+		if slices.ContainsFunc(ns, func(n string) bool { return updated[n] }) {
+			continue
+		}
+		if err := s.joinNames(s.conns[0], ns); err != nil {
+			return e, fmt.Errorf("compare the hard-linked %q for the estimate: %w", ns[0], err)
 		}
 	}
 	e.Files += s.stats.changed.Load()

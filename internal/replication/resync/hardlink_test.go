@@ -37,6 +37,15 @@ func TestIncrementalKeepsHardLinks(t *testing.T) {
 	// A link that already exists on both sides stays one.
 	must(js.Chmod("d2/f2", 0o600))
 
+	// The estimate compares the linked files as relink will.
+	est := runSession(context.Background(), t, 1,
+		SourceConfig{Root: src, Map: func() (*journal.ZoneMap, error) { return js.Snapshot(), nil }},
+		TargetConfig{Root: tgt, Request: Request{Kind: RequestEstimate, Map: jt.Snapshot()}})
+	est.check(t)
+	e := est.tgt.Estimate
+	if e == nil || e.Full {
+		t.Fatalf("estimate %+v, want an incremental one", e)
+	}
 	a := newApplier(t, tgt)
 	r := runSession(context.Background(), t, 2,
 		SourceConfig{Root: src, Map: func() (*journal.ZoneMap, error) { return js.Snapshot(), nil }},
@@ -50,6 +59,9 @@ func TestIncrementalKeepsHardLinks(t *testing.T) {
 	}
 	if a.counts[op.Link] == 0 {
 		t.Errorf("no link applied on the target (ops %v)", a.counts)
+	}
+	if e.Bytes != r.src.DataBytes {
+		t.Errorf("estimated %d bytes; the resync sent %d", e.Bytes, r.src.DataBytes)
 	}
 	t.Logf("incremental with hard links: %d data bytes, ops %v", r.src.DataBytes, a.counts)
 }

@@ -66,18 +66,34 @@ func (s *source) relink(c *clientConn) error {
 	if s.live() || s.dryRun {
 		return nil
 	}
+	sets, err := s.linkedNames()
+	if err != nil {
+		return err
+	}
+	for _, ns := range sets {
+		trace("relink %q", ns)
+		if err := s.joinNames(c, ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkedNames takes the inodes leaveLinked remembered and returns each
+// one's names in the source tree, sorted.
+func (s *source) linkedNames() ([][]string, error) {
 	s.mu.Lock()
 	want := s.linked
 	s.linked = nil
 	s.mu.Unlock()
 	if len(want) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Only a walk of the whole source finds an inode's other names; it
 	// lists metadata only, and runs only when links were made.
 	tree, err := Scan(s.ctx, s.cfg.Root, ScanOptions{Excludes: s.cfg.Excludes})
 	if err != nil {
-		return fmt.Errorf("list the source: %w", err)
+		return nil, fmt.Errorf("list the source: %w", err)
 	}
 	names := map[devIno][]string{}
 	for i := range tree.Entries {
@@ -93,13 +109,7 @@ func (s *source) relink(c *clientConn) error {
 		sets = append(sets, ns)
 	}
 	slices.SortFunc(sets, func(a, b []string) int { return comparePaths(a[0], b[0]) })
-	for _, ns := range sets {
-		trace("relink %q", ns)
-		if err := s.joinNames(c, ns); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sets, nil
 }
 
 // joinNames makes the target's objects at names (one source file's names,
