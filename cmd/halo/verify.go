@@ -73,7 +73,14 @@ func newDiffCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff <module>",
 		Short: "Estimate what a resync between both nodes would send, and how long it would take",
-		Args:  cobra.ExactArgs(1),
+		Long: `Estimate the resync from the node that is not the target to the other, read-only,
+with the plan the resync would use: incremental when both nodes' journals start at
+the same checkpoint (the dirty ranges of files both hold, plus what differs below
+new or replaced paths), a block comparison of both trees when it would be full
+(first synchronization, a journal not trusted, journals of different
+generations, an incremental resync that failed). The agent still resyncs in full
+after a split brain or when asked to; the output says which estimate it is and why.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			resp, err := f.call(args[0], ctl.Request{Op: ctl.OpDiff})
 			if err != nil {

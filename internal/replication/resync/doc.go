@@ -3,8 +3,10 @@
 //
 //   - Scan lists a tree (parallel walk, metadata, xattrs, hard-link
 //     identity, optional whole-file hashes); Compare diffs two scans for
-//     `halo verify`; EstimatePlan and a dry-run session estimate what a
-//     resync would send for `halo diff`.
+//     `halo verify`; an estimate session, a dry run of the resync the
+//     journals allow (the incremental plan when both maps start at the
+//     common generation, else a full comparison), tells `halo diff` what a
+//     resync would send.
 //   - RunSource and RunTarget are the two ends of a resync session:
 //     incremental (from core/journal's Plan: only the zones either node
 //     changed since their common generation) or full (both trees listed,
