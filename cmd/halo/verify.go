@@ -79,7 +79,8 @@ the same checkpoint (the dirty ranges of files both hold, plus what differs belo
 new or replaced paths), a block comparison of both trees when it would be full
 (first synchronization, a journal not trusted, journals of different
 generations, an incremental resync that failed). The agent still resyncs in full
-after a split brain or when asked to; the output says which estimate it is and why.`,
+after a split brain, over data imposed by primforce, after halo second, or to
+resume an interrupted full resync; the output says which estimate it is and why.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			resp, err := f.call(args[0], ctl.Request{Op: ctl.OpDiff})

@@ -919,7 +919,7 @@ func (d *Daemon) diff(ctx context.Context) (*ctl.DiffReport, error) {
 		}
 		reasons = append(reasons, why)
 	}
-	reasons = append(reasons, "the agent resyncs in full whatever this says after a split brain, with unrelated histories, or when asked to (--fullsync)")
+	reasons = append(reasons, "the agent resyncs in full whatever this says after a split brain, over data imposed by primforce or unrelated to this, after halo second, or to resume an interrupted full resync")
 	rep.Reason = strings.Join(reasons, "\n")
 	return rep, nil
 }
