@@ -264,6 +264,12 @@ func TestDaemonSourceTargetResyncLiveVerify(t *testing.T) {
 	// Data before any replication: n1's tree is the good one.
 	write(t, filepath.Join(p.dirs["n1"], "before.txt"), []byte("present before the first resync\n"))
 	write(t, filepath.Join(p.dirs["n2"], "stale.txt"), []byte("only on n2\n"))
+	// Never in sync: no journal has a checkpoint, the resync is full and
+	// so is the estimate, a comparison of both trees.
+	first := p.call("n1", ctl.Request{Op: ctl.OpDiff}).Diff
+	if !first.Full || !strings.HasPrefix(first.Reason, "full resync") || first.Bytes != int64(len("present before the first resync\n")) {
+		t.Fatalf("diff before the first resync: %+v, want a full estimate of before.txt", first)
+	}
 
 	p.resync(1, 0x1111, true, 0)
 	for n, want := range map[string]string{"before.txt": "present before the first resync\n"} {
