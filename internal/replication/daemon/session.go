@@ -943,11 +943,14 @@ func (d *Daemon) estimateTargetMap(i int) (*journal.ZoneMap, string) {
 			return nil, "the last incremental resync failed: the next one is full"
 		}
 	}
-	j := d.journals[i]
-	if !j.Trusted() {
-		return nil, "this node's journal of " + d.repl.Dirs[i].Path + " is not trusted (damaged or lost)"
+	// startResync makes every directory's resync full when one journal
+	// cannot be used.
+	for k, j := range d.journals {
+		if !j.Trusted() {
+			return nil, "this node's journal of " + d.repl.Dirs[k].Path + " is not trusted (damaged or lost)"
+		}
 	}
-	m := j.Snapshot()
+	m := d.journals[i].Snapshot()
 	if m.Base() == 0 {
 		return nil, "this node's journal has no checkpoint (never in sync)"
 	}
