@@ -328,10 +328,23 @@ func (d *Daemon) setRole(ctx context.Context, role, peer string, gen uint64, pri
 	}
 	if gen != 0 {
 		d.mu.Lock()
+		prevGen, src, cur := d.gen, d.src, d.role
 		d.gen = gen
 		d.mu.Unlock()
 		for _, j := range d.journals {
 			j.SetGeneration(gen)
+		}
+		if role == ctl.RoleSource && cur == ctl.RoleSource && src != nil && prevGen != 0 && prevGen != gen {
+			// A source in a new data generation: the cluster went on
+			// without the peer (the agent's stop and restart of the role
+			// can reach this daemon as this one request). A stream of the
+			// old generation, maybe stalled with writes waiting on it,
+			// must not carry on: they complete journaled, and the peer
+			// resyncs over a new stream.
+			d.logger.Info("new data generation on the source: replication stream restarted",
+				"from", fmt.Sprintf("%016x", prevGen), "to", fmt.Sprintf("%016x", gen))
+			src.detach("new data generation: the peer is not in it")
+			src.attach()
 		}
 	}
 	d.mu.Lock()
