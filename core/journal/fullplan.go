@@ -124,7 +124,7 @@ func NewFullPlan(source, target []FileInfo, blockSize int64) (*FullPlan, error) 
 
 func sortedListing(in []FileInfo, side string) ([]FileInfo, error) {
 	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b FileInfo) int { return comparePaths(a.Path, b.Path) })
+	slices.SortFunc(out, func(a, b FileInfo) int { return ComparePaths(a.Path, b.Path) })
 	for i, f := range out {
 		if err := validPath(f.Path, false); err != nil {
 			return nil, fmt.Errorf("plan full resync: %s listing: %w", side, err)

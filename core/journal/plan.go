@@ -477,9 +477,9 @@ func unionRanges(a, b []ZoneRange) []ZoneRange {
 	return out
 }
 
-// comparePaths orders paths so that a directory comes right before its
-// subtree ('/' sorts first).
-func comparePaths(a, b string) int {
+// ComparePaths orders paths so that a directory comes right before its
+// subtree ('/' sorts first): the order of plans and of tree scans.
+func ComparePaths(a, b string) int {
 	for i := 0; i < len(a) && i < len(b); i++ {
 		x, y := a[i], b[i]
 		if x == y {
@@ -521,7 +521,7 @@ func (p *planner) finish() {
 	})
 	// Deletes: drop what staging already emptied and what an ancestor's
 	// delete covers.
-	slices.SortFunc(pl.Delete, comparePaths)
+	slices.SortFunc(pl.Delete, ComparePaths)
 	var dels []string
 	for _, d := range slices.Compact(pl.Delete) {
 		if p.stageSrc[d] {
@@ -533,9 +533,9 @@ func (p *planner) finish() {
 		dels = append(dels, d)
 	}
 	pl.Delete = dels
-	slices.SortFunc(pl.Items, func(a, b Item) int { return comparePaths(a.Path, b.Path) })
+	slices.SortFunc(pl.Items, func(a, b Item) int { return ComparePaths(a.Path, b.Path) })
 	for i := range pl.Items {
-		slices.SortFunc(pl.Items[i].Except, comparePaths)
+		slices.SortFunc(pl.Items[i].Except, ComparePaths)
 		pl.Bytes += pl.Items[i].Bytes()
 	}
 	for d := range p.dirs {

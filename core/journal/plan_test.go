@@ -147,7 +147,7 @@ func checkPlanShape(pl *Plan) error {
 		}
 	}
 	for i, it := range pl.Items {
-		if i > 0 && comparePaths(pl.Items[i-1].Path, it.Path) >= 0 {
+		if i > 0 && ComparePaths(pl.Items[i-1].Path, it.Path) >= 0 {
 			return fmt.Errorf("items not sorted or duplicated at %q", it.Path)
 		}
 		for _, w := range pl.Items {

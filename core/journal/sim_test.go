@@ -153,7 +153,7 @@ func (n *simNode) subtree(p string) []string {
 			out = append(out, q)
 		}
 	}
-	slices.SortFunc(out, comparePaths)
+	slices.SortFunc(out, ComparePaths)
 	return out
 }
 
@@ -738,7 +738,7 @@ func (n *simNode) stat(p string) (int64, bool) {
 
 func (n *simNode) dump() string {
 	var b strings.Builder
-	for _, p := range slices.SortedFunc(maps.Keys(n.fs), comparePaths) {
+	for _, p := range slices.SortedFunc(maps.Keys(n.fs), ComparePaths) {
 		f := n.fs[p]
 		if f.dir {
 			fmt.Fprintf(&b, "  %q/ mode %o\n", p, f.mode)
@@ -750,7 +750,7 @@ func (n *simNode) dump() string {
 }
 
 func sameTrees(a, b *simNode) error {
-	for _, p := range slices.SortedFunc(maps.Keys(a.fs), comparePaths) {
+	for _, p := range slices.SortedFunc(maps.Keys(a.fs), ComparePaths) {
 		x, y := a.fs[p], b.fs[p]
 		switch {
 		case y == nil:

@@ -65,10 +65,10 @@ func Compare(src, tgt *Tree, opt CompareOptions) []Difference {
 	}
 	for (i < len(s) || j < len(t)) && !full() {
 		switch {
-		case j >= len(t) || (i < len(s) && comparePaths(s[i].Path, t[j].Path) < 0):
+		case j >= len(t) || (i < len(s) && journal.ComparePaths(s[i].Path, t[j].Path) < 0):
 			add(s[i].Path, DiffMissing, "%s on the source only", kindName(s[i].Kind))
 			i = skip(s, i+1, s[i].Path)
-		case i >= len(s) || comparePaths(s[i].Path, t[j].Path) > 0:
+		case i >= len(s) || journal.ComparePaths(s[i].Path, t[j].Path) > 0:
 			add(t[j].Path, DiffExtra, "%s on the target only", kindName(t[j].Kind))
 			j = skip(t, j+1, t[j].Path)
 		default:

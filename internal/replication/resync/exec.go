@@ -141,7 +141,7 @@ func (s *source) takeStale() []string {
 // outermost sorts paths and drops those below another.
 func outermost(paths []string) []string {
 	paths = slices.Clone(paths)
-	slices.SortFunc(paths, comparePaths)
+	slices.SortFunc(paths, journal.ComparePaths)
 	var out []string
 	for _, p := range paths {
 		if n := len(out); n > 0 && (out[n-1] == p || out[n-1] == "" || isUnder(p, out[n-1])) {
@@ -291,10 +291,10 @@ func diffTrees(src, tgt []Entry) *treeDiff {
 	for i < len(src) || j < len(tgt) {
 		var s, t *Entry
 		switch {
-		case j >= len(tgt) || (i < len(src) && comparePaths(src[i].Path, tgt[j].Path) < 0):
+		case j >= len(tgt) || (i < len(src) && journal.ComparePaths(src[i].Path, tgt[j].Path) < 0):
 			s = &src[i]
 			i++
-		case i >= len(src) || comparePaths(src[i].Path, tgt[j].Path) > 0:
+		case i >= len(src) || journal.ComparePaths(src[i].Path, tgt[j].Path) > 0:
 			t = &tgt[j]
 			j++
 		default:
@@ -511,7 +511,7 @@ func (s *source) syncTree(prefix string, except []string, home *clientConn) erro
 func (s *source) removeOps(b *batch, t *Entry, tgt []Entry) error {
 	if t.Kind == journal.KindDir {
 		// Remove what lies below it, deepest first.
-		i, ok := slices.BinarySearchFunc(tgt, t.Path, func(e Entry, p string) int { return comparePaths(e.Path, p) })
+		i, ok := slices.BinarySearchFunc(tgt, t.Path, func(e Entry, p string) int { return journal.ComparePaths(e.Path, p) })
 		if ok {
 			end := i + 1
 			for end < len(tgt) && isUnder(tgt[end].Path, t.Path) {

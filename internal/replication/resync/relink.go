@@ -108,7 +108,7 @@ func (s *source) linkedNames() ([][]string, error) {
 		// excluded or gone) is still compared whole.
 		sets = append(sets, ns)
 	}
-	slices.SortFunc(sets, func(a, b []string) int { return comparePaths(a[0], b[0]) })
+	slices.SortFunc(sets, func(a, b []string) int { return journal.ComparePaths(a[0], b[0]) })
 	return sets, nil
 }
 

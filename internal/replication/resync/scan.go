@@ -785,7 +785,7 @@ func (s *scanner) tree() *Tree {
 		t.Entries = append(t.Entries, p...)
 	}
 	s.parts = nil
-	slices.SortFunc(t.Entries, func(a, b Entry) int { return comparePaths(a.Path, b.Path) })
+	slices.SortFunc(t.Entries, func(a, b Entry) int { return journal.ComparePaths(a.Path, b.Path) })
 	for i := range t.Entries {
 		if t.Entries[i].Kind == journal.KindFile {
 			t.Files++
@@ -793,25 +793,6 @@ func (s *scanner) tree() *Tree {
 		}
 	}
 	return t
-}
-
-// comparePaths orders paths so that a directory comes right before its
-// subtree ('/' sorts first), as core/journal does.
-func comparePaths(a, b string) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		x, y := a[i], b[i]
-		if x == y {
-			continue
-		}
-		if x == '/' {
-			return -1
-		}
-		if y == '/' {
-			return 1
-		}
-		return int(x) - int(y)
-	}
-	return len(a) - len(b)
 }
 
 // isUnder reports whether p lies strictly below dir ("" holds everything).

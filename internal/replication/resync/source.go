@@ -509,7 +509,7 @@ func (c *clientConn) list(prefix string, single, hash bool) ([]Entry, error) {
 	}
 	// The target's order is the scan's; check it, the merge relies on it.
 	for i := range out {
-		if i > 0 && comparePaths(out[i-1].Path, out[i].Path) >= 0 {
+		if i > 0 && journal.ComparePaths(out[i-1].Path, out[i].Path) >= 0 {
 			return nil, fmt.Errorf("%w: listing out of order at %q", ErrProtocol, out[i].Path)
 		}
 		if prefix != "" && out[i].Path != prefix && !isUnder(out[i].Path, prefix) {
