@@ -202,72 +202,32 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	f := n.f
-	if f.opts.ReadOnly {
-		return nil, syscall.EROFS
-	}
-	f.ns.RLock()
-	defer f.ns.RUnlock()
-	rel, parent, ok := n.child(name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	var st syscall.Stat_t
-	var btime syscall.Timespec
-	o := f.newOp(op.Mkdir, rel)
-	errno := f.run(&o, f.replicated(rel, true), false, func(o *op.Op) syscall.Errno {
-		if err := unix.Mkdirat(f.rootFd, rel, mode&07777); err != nil {
-			return toErrno(err)
-		}
-		var err error
-		if st, btime, err = f.own(ctx, parent, rel, mode&07777); err != nil {
-			unix.Unlinkat(f.rootFd, rel, unix.AT_REMOVEDIR)
-			return toErrno(err)
-		}
-		created(o, &st)
-		return 0
-	})
-	if errno != 0 {
-		return nil, errno
-	}
-	return n.newChild(ctx, &st, btime, out), 0
+	return n.makeEntry(ctx, name, op.Mkdir, "", mode&07777, unix.AT_REMOVEDIR, out,
+		func(rel string) error { return unix.Mkdirat(n.f.rootFd, rel, mode&07777) },
+		func(*op.Op, *syscall.Stat_t) {})
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	f := n.f
-	if f.opts.ReadOnly {
-		return nil, syscall.EROFS
-	}
-	f.ns.RLock()
-	defer f.ns.RUnlock()
-	rel, parent, ok := n.child(name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	var st syscall.Stat_t
-	var btime syscall.Timespec
-	o := f.newOp(op.Mknod, rel)
-	errno := f.run(&o, f.replicated(rel, true), false, func(o *op.Op) syscall.Errno {
-		if err := unix.Mknodat(f.rootFd, rel, mode, int(rdev)); err != nil {
-			return toErrno(err)
-		}
-		var err error
-		if st, btime, err = f.own(ctx, parent, rel, mode&07777); err != nil {
-			unix.Unlinkat(f.rootFd, rel, 0)
-			return toErrno(err)
-		}
-		created(o, &st)
-		o.Mode = st.Mode // with the file type
-		o.Dev = st.Rdev
-		return 0
-	})
-	if errno != 0 {
-		return nil, errno
-	}
-	return n.newChild(ctx, &st, btime, out), 0
+	return n.makeEntry(ctx, name, op.Mknod, "", mode&07777, 0, out,
+		func(rel string) error { return unix.Mknodat(n.f.rootFd, rel, mode, int(rdev)) },
+		func(o *op.Op, st *syscall.Stat_t) {
+			o.Mode = st.Mode // with the file type
+			o.Dev = st.Rdev
+		})
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.makeEntry(ctx, name, op.Symlink, target, 0, 0, out,
+		func(rel string) error { return unix.Symlinkat(target, n.f.rootFd, rel) },
+		func(o *op.Op, _ *syscall.Stat_t) { o.Mode = 0 })
+}
+
+// makeEntry creates the entry name with mk, gives it the caller's
+// ownership and perm, and replicates the creation as kind (with target,
+// a symlink's; fill adds what the created entry carries). An entry that cannot be owned is removed again
+// (unlinkat with undoFlags): nothing half-made stays or is replicated.
+func (n *node) makeEntry(ctx context.Context, name string, kind op.Kind, target string, perm uint32, undoFlags int, out *fuse.EntryOut,
+	mk func(rel string) error, fill func(o *op.Op, st *syscall.Stat_t)) (*fs.Inode, syscall.Errno) {
 	f := n.f
 	if f.opts.ReadOnly {
 		return nil, syscall.EROFS
@@ -280,19 +240,19 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	var st syscall.Stat_t
 	var btime syscall.Timespec
-	o := f.newOp(op.Symlink, rel)
+	o := f.newOp(kind, rel)
 	o.Target = target
 	errno := f.run(&o, f.replicated(rel, true), false, func(o *op.Op) syscall.Errno {
-		if err := unix.Symlinkat(target, f.rootFd, rel); err != nil {
+		if err := mk(rel); err != nil {
 			return toErrno(err)
 		}
 		var err error
-		if st, btime, err = f.own(ctx, parent, rel, 0); err != nil {
-			unix.Unlinkat(f.rootFd, rel, 0)
+		if st, btime, err = f.own(ctx, parent, rel, perm); err != nil {
+			unix.Unlinkat(f.rootFd, rel, undoFlags)
 			return toErrno(err)
 		}
 		created(o, &st)
-		o.Mode = 0
+		fill(o, &st)
 		return 0
 	})
 	if errno != 0 {
